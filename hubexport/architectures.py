@@ -1,0 +1,156 @@
+"""The one table of architecture facts, and the rules that follow from it.
+
+Every row was measured on Keras 3 (tests/test_architectures.py rebuilds every
+row and fails if the table is wrong):
+
+  preprocessing  what `keras.applications.<module>.preprocess_input` does, as a
+                 mode of hubexport.preprocessing ("raw255" = the model rescales
+                 0..255 input itself).
+  default_size   the input size of the ImageNet weights (and of the classifier
+                 that Keras builds when no size is given).
+  min_size       the smallest height and width Keras accepts.
+  free_size      whether a feature vector model built with height and width
+                 None runs at every size >= min_size with the same output size.
+                 NASNet does not (its cells mismatch on some sizes), so it is
+                 exported at one fixed size.
+  num_features   the size of the globally average-pooled feature vector.
+
+This module does not import TensorFlow, so the CLI can validate flags and print
+help without paying for it.
+"""
+
+import dataclasses
+import difflib
+
+TASKS = ("feature_vector", "classification")
+IMAGENET_CLASSES = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    name: str  # The constructor: keras.applications.<name>.
+    module: str  # keras.applications.<module> has its preprocess_input.
+    preprocessing: str
+    default_size: int
+    min_size: int
+    free_size: bool
+    num_features: int
+
+    def constructor(self):
+        import keras
+
+        return getattr(keras.applications, self.name)
+
+    def reference_preprocess_input(self):
+        """Keras' own preprocess_input for this architecture (0..255 RGB in)."""
+        import importlib
+
+        return importlib.import_module(
+            f"keras.applications.{self.module}"
+        ).preprocess_input
+
+    def input_hw(self, task, image_size):
+        """(height, width) of the exported signature; None where free."""
+        if task == "feature_vector" and self.free_size:
+            return (None, None)
+        return (image_size, image_size)
+
+    def output_size(self, task):
+        return self.num_features if task == "feature_vector" else IMAGENET_CLASSES
+
+    def size_problem(self, task, image_size, imagenet):
+        """Why Keras would refuse this size, or None if it accepts it."""
+        if image_size < self.min_size:
+            return (
+                f"--image_size={image_size} is below the minimum of {self.name}; "
+                f"allowed: {self.min_size} or more (default {self.default_size})"
+            )
+        if task == "classification" and imagenet and image_size != self.default_size:
+            return (
+                f"--image_size={image_size} does not fit the ImageNet classifier "
+                f"of {self.name}; allowed with --weights=imagenet: "
+                f"{self.default_size} (other sizes need --weights=none or a "
+                "weights file, or --task=feature_vector)"
+            )
+        return None
+
+
+def _row(name, module, preprocessing, default_size, min_size, free, features):
+    return Architecture(
+        name, module, preprocessing, default_size, min_size, free, features
+    )
+
+
+# fmt: off
+ARCHITECTURES = {a.name: a for a in [
+    #    name                 module                 prep     size  min  free   features
+    _row("ConvNeXtTiny",      "convnext",            "raw255", 224, 32, True,  768),
+    _row("ConvNeXtSmall",     "convnext",            "raw255", 224, 32, True,  768),
+    _row("ConvNeXtBase",      "convnext",            "raw255", 224, 32, True,  1024),
+    _row("ConvNeXtLarge",     "convnext",            "raw255", 224, 32, True,  1536),
+    _row("ConvNeXtXLarge",    "convnext",            "raw255", 224, 32, True,  2048),
+    _row("DenseNet121",       "densenet",            "torch",  224, 32, True,  1024),
+    _row("DenseNet169",       "densenet",            "torch",  224, 32, True,  1664),
+    _row("DenseNet201",       "densenet",            "torch",  224, 32, True,  1920),
+    _row("EfficientNetB0",    "efficientnet",        "raw255", 224, 32, True,  1280),
+    _row("EfficientNetB1",    "efficientnet",        "raw255", 240, 32, True,  1280),
+    _row("EfficientNetB2",    "efficientnet",        "raw255", 260, 32, True,  1408),
+    _row("EfficientNetB3",    "efficientnet",        "raw255", 300, 32, True,  1536),
+    _row("EfficientNetB4",    "efficientnet",        "raw255", 380, 32, True,  1792),
+    _row("EfficientNetB5",    "efficientnet",        "raw255", 456, 32, True,  2048),
+    _row("EfficientNetB6",    "efficientnet",        "raw255", 528, 32, True,  2304),
+    _row("EfficientNetB7",    "efficientnet",        "raw255", 600, 32, True,  2560),
+    _row("EfficientNetV2B0",  "efficientnet_v2",     "raw255", 224, 32, True,  1280),
+    _row("EfficientNetV2B1",  "efficientnet_v2",     "raw255", 240, 32, True,  1280),
+    _row("EfficientNetV2B2",  "efficientnet_v2",     "raw255", 260, 32, True,  1408),
+    _row("EfficientNetV2B3",  "efficientnet_v2",     "raw255", 300, 32, True,  1536),
+    _row("EfficientNetV2S",   "efficientnet_v2",     "raw255", 384, 32, True,  1280),
+    _row("EfficientNetV2M",   "efficientnet_v2",     "raw255", 480, 32, True,  1280),
+    _row("EfficientNetV2L",   "efficientnet_v2",     "raw255", 480, 32, True,  1280),
+    _row("InceptionResNetV2", "inception_resnet_v2", "tf",     299, 75, True,  1536),
+    _row("InceptionV3",       "inception_v3",        "tf",     299, 75, True,  2048),
+    _row("MobileNet",         "mobilenet",           "tf",     224, 32, True,  1024),
+    _row("MobileNetV2",       "mobilenet_v2",        "tf",     224, 32, True,  1280),
+    _row("MobileNetV3Small",  "mobilenet_v3",        "raw255", 224, 32, True,  576),
+    _row("MobileNetV3Large",  "mobilenet_v3",        "raw255", 224, 32, True,  960),
+    _row("NASNetMobile",      "nasnet",              "tf",     224, 32, False, 1056),
+    _row("NASNetLarge",       "nasnet",              "tf",     331, 32, False, 4032),
+    _row("ResNet50",          "resnet",              "caffe",  224, 32, True,  2048),
+    _row("ResNet101",         "resnet",              "caffe",  224, 32, True,  2048),
+    _row("ResNet152",         "resnet",              "caffe",  224, 32, True,  2048),
+    _row("ResNet50V2",        "resnet_v2",           "tf",     224, 32, True,  2048),
+    _row("ResNet101V2",       "resnet_v2",           "tf",     224, 32, True,  2048),
+    _row("ResNet152V2",       "resnet_v2",           "tf",     224, 32, True,  2048),
+    _row("VGG16",             "vgg16",               "caffe",  224, 32, True,  512),
+    _row("VGG19",             "vgg19",               "caffe",  224, 32, True,  512),
+    _row("Xception",          "xception",            "tf",     299, 71, True,  2048),
+]}
+# fmt: on
+
+
+def lookup(name):
+    """The row for `name`; a UserError naming the closest rows if unknown."""
+    from hubexport.errors import UserError
+
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    by_lower = {n.lower(): n for n in ARCHITECTURES}
+    if name.lower() in by_lower:
+        return ARCHITECTURES[by_lower[name.lower()]]
+    close = difflib.get_close_matches(name, ARCHITECTURES, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UserError(
+        f"Unknown architecture {name!r}; {hint}"
+        f"allowed: {', '.join(sorted(ARCHITECTURES))}"
+    )
+
+
+def check_task(task):
+    from hubexport.errors import UserError
+
+    if task not in TASKS:
+        raise UserError(
+            f"Unknown task {task!r}; allowed: {', '.join(TASKS)} "
+            "(for example --task=feature_vector)"
+        )
+    return task

@@ -1,0 +1,208 @@
+"""hubexport: publish Keras image models as reusable SavedModels.
+
+Usage:
+  hubexport export --architecture=MobileNetV2 --task=feature_vector
+      --image_size=224 --weights=none --output=DIR [--overwrite]
+  hubexport export --config=export_configs/NAME.toml --output=DIR
+      (flags given beside --config override the file)
+  hubexport export_all --config_dir=export_configs --output_dir=DIR
+      [--weights=none] [--image_size=N] [--overwrite]
+
+--task is feature_vector or classification; --weights is imagenet (default),
+none, or a file written by model.save_weights.
+"""
+
+import logging
+import os
+import signal
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+
+from hubexport import architectures
+from hubexport import config as config_lib
+from hubexport.errors import UserError, summarize
+
+COMMANDS = ("export", "export_all")
+
+_ARCHITECTURE = flags.DEFINE_string(
+    "architecture", None, "A keras.applications name, e.g. MobileNetV2.")
+_TASK = flags.DEFINE_string(
+    "task", None, f"One of {', '.join(architectures.TASKS)}.")
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", None,
+    "Height and width in pixels (default: the architecture's default size).")
+_WEIGHTS = flags.DEFINE_string(
+    "weights", None, "imagenet (default), none, or a weights file path.")
+_OUTPUT = flags.DEFINE_string("output", None, "export: the SavedModel directory.")
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace an existing output directory.")
+_CONFIG = flags.DEFINE_string(
+    "config", None, "export: a TOML config; flags beside it override it.")
+_CONFIG_DIR = flags.DEFINE_string(
+    "config_dir", None, "export_all: a directory of TOML configs.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "export_all: writes one SavedModel per config here.")
+
+_FLAGS = (_ARCHITECTURE, _TASK, _IMAGE_SIZE, _WEIGHTS, _OUTPUT, _OVERWRITE,
+          _CONFIG, _CONFIG_DIR, _OUTPUT_DIR)
+_ONLY_FOR = {
+    "export": {"architecture", "task", "output", "config"},
+    "export_all": {"config_dir", "output_dir"},
+}
+_SHARED = {"image_size", "weights", "overwrite"}
+
+
+def _say(message):
+    print(f"hubexport: {message}", flush=True)
+
+
+def _export(argv):
+    overrides = {
+        name: flags.FLAGS[name].value
+        for name in ("architecture", "task", "image_size", "weights")
+        if flags.FLAGS[name].present
+    }
+    settings = config_lib.load(_CONFIG.value) if _CONFIG.value else {}
+    settings.update(overrides)
+    missing = [k for k in ("architecture", "task") if k not in settings]
+    if missing:
+        raise UserError(
+            f"export needs --{' and --'.join(missing)} (or --config=FILE); "
+            "e.g. --architecture=MobileNetV2 --task=feature_vector")
+    if not _OUTPUT.value:
+        raise UserError("export needs --output=DIR, the SavedModel to write")
+    from hubexport import export
+
+    plan = export.plan(**settings)
+    result = export.export(plan, _OUTPUT.value, overwrite=_OVERWRITE.value, log=_say)
+    print(result.path)
+    return 0
+
+
+def _export_all(argv):
+    if not _CONFIG_DIR.value or not _OUTPUT_DIR.value:
+        raise UserError(
+            "export_all needs --config_dir=DIR and --output_dir=DIR, e.g. "
+            "--config_dir=export_configs --output_dir=/tmp/catalog")
+    overrides = {
+        name: flags.FLAGS[name].value
+        for name in ("image_size", "weights")
+        if flags.FLAGS[name].present
+    }
+    from hubexport import export
+
+    catalog = config_lib.catalog(_CONFIG_DIR.value)
+    # Validate every config before the first long export starts.
+    plans = []
+    for name, path in catalog:
+        settings = {**config_lib.load(path), **overrides}
+        try:
+            plans.append((name, export.plan(**settings)))
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+    failures = []
+    for index, (name, plan) in enumerate(plans, 1):
+        _say(f"[{index}/{len(plans)}] {name}: {plan.describe()}")
+        output = os.path.join(_OUTPUT_DIR.value, name)
+        try:
+            export.export(plan, output, overwrite=_OVERWRITE.value, log=_say)
+        except Exception as e:  # One model's failure must not stop the rest.
+            _say(f"[{index}/{len(plans)}] {name}: FAILED: {summarize(e)}")
+            failures.append(name)
+    _say(f"{len(plans) - len(failures)} of {len(plans)} exported to "
+         f"{_OUTPUT_DIR.value}" + (f"; failed: {', '.join(failures)}" if failures else ""))
+    return 1 if failures else 0
+
+
+def _check_flag_scope(command):
+    for name in set().union(*_ONLY_FOR.values()) - _ONLY_FOR[command] - _SHARED:
+        if flags.FLAGS[name].present:
+            raise UserError(f"--{name} is not a flag of {command}; see hubexport --help")
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        given = f" {argv[1]!r}" if len(argv) > 1 else ""
+        _error(f"unknown command{given}; allowed: {', '.join(COMMANDS)} "
+               "(e.g. hubexport export --help)")
+        return 2
+    command = argv[1]
+    _quiet_tensorflow()
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    if len(argv) > 2:
+        _error(f"{command} takes no positional arguments; received {argv[2:]}")
+        return 2
+    try:
+        _check_flag_scope(command)
+        return {"export": _export, "export_all": _export_all}[command](argv)
+    except UserError as e:
+        _error(str(e))
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted; no partial output was left behind")
+        return 130
+    except Exception as e:  # A bug or an environment problem: still one line.
+        _error(f"{command} failed: {type(e).__name__}: {summarize(e)}")
+        return 1
+
+
+def _error(message):
+    print(f"hubexport: error: {message}", file=sys.stderr, flush=True)
+
+
+def _parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _error(f"{summarize(e)}; see hubexport --help")
+        sys.exit(2)
+
+
+def _quiet_tensorflow():
+    """Keeps TensorFlow's start-up chatter off the user's terminal.
+
+    TensorFlow's C++ code logs (oneDNN, CUDA probing) before absl::InitializeLog
+    runs, where TF_CPP_MIN_LOG_LEVEL does not reach, so stderr is pointed at
+    /dev/null while it is imported. Import errors still raise as usual.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _interrupt_on_sigterm():
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _help_shows_our_flags():
+    # absl's --help prints __main__'s docstring and the key flags of the
+    # module named by sys.argv[0], which for a console script is the wrapper.
+    sys.modules["__main__"].__doc__ = __doc__
+    for holder in _FLAGS:
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
+
+
+def run():
+    """The console script `hubexport`."""
+    _help_shows_our_flags()
+    _interrupt_on_sigterm()
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,109 @@
+"""Wraps a Keras 3 model in the reusable-SavedModel API of HUB_CONTRACT.md.
+
+Keras 3 `model.export()` gives only a `serve` endpoint, and a plain
+`tf.saved_model.save(model)` only a signature, so the root object is built by
+hand: an AutoTrackable with
+
+  __call__(images, training=False)   traced for training=False and True (R1, C2)
+  variables, trainable_variables     lists of tf.Variables (R2, R3)
+  regularization_losses              zero-argument tf.functions (R4)
+  serve(images), serve_training(images)   for keras.layers.TFSMLayer (K2)
+
+and the `serving_default` signature for TF Serving (K3). All endpoints call
+the one traced `__call__`, so the graph of the model is stored once.
+"""
+
+import tensorflow as tf
+
+from hubexport import preprocessing as preprocessing_lib
+
+OUTPUT_KEYS = {"feature_vector": "feature_vector", "classification": "logits"}
+
+
+def image_spec(height=None, width=None):
+    return tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
+
+
+def _tf_variable(v):
+    """The tf.Variable behind a Keras 3 variable (or `v` itself)."""
+    return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+
+
+def _regularization_losses(model):
+    """One zero-argument tf.function per regularized weight of `model`."""
+    losses = []
+    for weight in model.trainable_weights:
+        regularizer = getattr(weight, "regularizer", None)
+        if regularizer is None:
+            continue
+
+        def loss(weight=weight, regularizer=regularizer):
+            return tf.cast(regularizer(_tf_variable(weight)), tf.float32)
+
+        fn = tf.function(loss, input_signature=[], autograph=False)
+        fn.get_concrete_function()
+        losses.append(fn)
+    return losses
+
+
+def make_root(model, preprocessing, task, height=None, width=None):
+    """Returns (root, signatures), ready for `tf.saved_model.save`.
+
+    Args:
+      model: a built Keras 3 model taking preprocessed images and returning
+        [batch, N] (features or logits).
+      preprocessing: a mode of hubexport.preprocessing.
+      task: "feature_vector" or "classification".
+      height, width: the fixed input size, or None where it is free.
+    """
+    spec = image_spec(height, width)
+    output_key = OUTPUT_KEYS[task]
+
+    def call(images, training=False):
+        inputs = preprocessing_lib.preprocess(images, preprocessing)
+        outputs = model(inputs, training=training)
+        return tf.cast(outputs, tf.float32)
+
+    call_fn = tf.function(call, autograph=False)
+    traces = [
+        call_fn.get_concrete_function(spec, training=False),
+        call_fn.get_concrete_function(spec, training=True),
+    ]
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def serve(images):
+        return call_fn(images, training=False)
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def serve_training(images):
+        return call_fn(images, training=True)
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def serving_default(images):
+        return {output_key: call_fn(images, training=False)}
+
+    variables = _unique([_tf_variable(v) for v in model.variables] + [
+        v for trace in traces for v in trace.variables
+    ])
+    trainable_ids = {id(_tf_variable(v)) for v in model.trainable_variables}
+
+    root = tf.__internal__.tracking.AutoTrackable()
+    root.__call__ = call_fn
+    root.serve = serve
+    root.serve_training = serve_training
+    root.variables = variables
+    root.trainable_variables = [
+        v for v in variables if id(v) in trainable_ids and v.trainable
+    ]
+    root.regularization_losses = _regularization_losses(model)
+    signatures = {"serving_default": serving_default.get_concrete_function()}
+    return root, signatures
+
+
+def _unique(variables):
+    seen, out = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out

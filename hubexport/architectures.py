@@ -14,6 +14,10 @@ row and fails if the table is wrong):
                  NASNet does not (its cells mismatch on some sizes), so it is
                  exported at one fixed size.
   num_features   the size of the globally average-pooled feature vector.
+  imagenet_head_fixed
+                 whether Keras builds the ImageNet classifier only at
+                 default_size (all but MobileNetV3, whose head is
+                 convolutional and takes the 224 weights at any size).
 
 This module does not import TensorFlow, so the CLI can validate flags and print
 help without paying for it.
@@ -35,6 +39,7 @@ class Architecture:
     min_size: int
     free_size: bool
     num_features: int
+    imagenet_head_fixed: bool = True
 
     def constructor(self):
         import keras
@@ -65,7 +70,12 @@ class Architecture:
                 f"--image_size={image_size} is below the minimum of {self.name}; "
                 f"allowed: {self.min_size} or more (default {self.default_size})"
             )
-        if task == "classification" and imagenet and image_size != self.default_size:
+        if (
+            task == "classification"
+            and imagenet
+            and self.imagenet_head_fixed
+            and image_size != self.default_size
+        ):
             return (
                 f"--image_size={image_size} does not fit the ImageNet classifier "
                 f"of {self.name}; allowed with --weights=imagenet: "
@@ -75,15 +85,15 @@ class Architecture:
         return None
 
 
-def _row(name, module, preprocessing, default_size, min_size, free, features):
-    return Architecture(
-        name, module, preprocessing, default_size, min_size, free, features
-    )
+def _row(name, module, preprocessing, default_size, min_size, free, features,
+         imagenet_head_fixed=True):
+    return Architecture(name, module, preprocessing, default_size, min_size,
+                        free, features, imagenet_head_fixed)
 
 
 # fmt: off
 ARCHITECTURES = {a.name: a for a in [
-    #    name                 module                 prep     size  min  free   features
+    #    name                 module                 prep     size min  free   features head_fixed
     _row("ConvNeXtTiny",      "convnext",            "raw255", 224, 32, True,  768),
     _row("ConvNeXtSmall",     "convnext",            "raw255", 224, 32, True,  768),
     _row("ConvNeXtBase",      "convnext",            "raw255", 224, 32, True,  1024),
@@ -111,8 +121,8 @@ ARCHITECTURES = {a.name: a for a in [
     _row("InceptionV3",       "inception_v3",        "tf",     299, 75, True,  2048),
     _row("MobileNet",         "mobilenet",           "tf",     224, 32, True,  1024),
     _row("MobileNetV2",       "mobilenet_v2",        "tf",     224, 32, True,  1280),
-    _row("MobileNetV3Small",  "mobilenet_v3",        "raw255", 224, 32, True,  576),
-    _row("MobileNetV3Large",  "mobilenet_v3",        "raw255", 224, 32, True,  960),
+    _row("MobileNetV3Small",  "mobilenet_v3",        "raw255", 224, 32, True,  576,  False),
+    _row("MobileNetV3Large",  "mobilenet_v3",        "raw255", 224, 32, True,  960,  False),
     _row("NASNetMobile",      "nasnet",              "tf",     224, 32, False, 1056),
     _row("NASNetLarge",       "nasnet",              "tf",     331, 32, False, 4032),
     _row("ResNet50",          "resnet",              "caffe",  224, 32, True,  2048),

@@ -31,19 +31,20 @@ def _tf_variable(v):
 
 def _regularization_losses(model):
     """One zero-argument tf.function per regularized weight of `model`."""
-    losses = []
-    for weight in model.trainable_weights:
-        regularizer = getattr(weight, "regularizer", None)
-        if regularizer is None:
-            continue
+    return [
+        _loss_function(weight.regularizer, _tf_variable(weight))
+        for weight in model.trainable_weights
+        if getattr(weight, "regularizer", None) is not None
+    ]
 
-        def loss(weight=weight, regularizer=regularizer):
-            return tf.cast(regularizer(_tf_variable(weight)), tf.float32)
 
-        fn = tf.function(loss, input_signature=[], autograph=False)
-        fn.get_concrete_function()
-        losses.append(fn)
-    return losses
+def _loss_function(regularizer, variable):
+    @tf.function(input_signature=[], autograph=False)
+    def loss():
+        return tf.cast(regularizer(variable), tf.float32)
+
+    loss.get_concrete_function()
+    return loss
 
 
 def make_root(model, preprocessing, task, height=None, width=None):

@@ -1,0 +1,64 @@
+"""Shared fixtures: small exports built once per test session.
+
+Everything here uses weights=None or weights files the tests save themselves
+(no network), small input sizes and small architectures, so that the default
+run stays within a few minutes on 2 cores.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+FV_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def keras():
+    import keras
+
+    return keras
+
+
+def save_random_weights(keras, directory, architecture, **kwargs):
+    """Builds `architecture` with a fixed seed and saves its weights."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(1)
+    model = getattr(keras.applications, architecture)(weights=None, **kwargs)
+    path = os.path.join(directory, f"{architecture}-{len(os.listdir(directory))}.weights.h5")
+    model.save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights(keras, tmp_path_factory):
+    """MobileNetV2 weights saved from the full model (with its classifier)."""
+    directory = str(tmp_path_factory.mktemp("weights"))
+    return save_random_weights(
+        keras, directory, "MobileNetV2", input_shape=(FV_SIZE, FV_SIZE, 3),
+        classifier_activation=None)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_fv(mobilenet_weights, tmp_path_factory):
+    """A MobileNetV2 feature-vector export (free height and width)."""
+    from hubexport import export
+
+    plan = export.plan("MobileNetV2", "feature_vector", FV_SIZE, mobilenet_weights)
+    path = str(tmp_path_factory.mktemp("exports") / "mobilenet_v2_fv")
+    export.export(plan, path)
+    return path
+
+
+def reference_model(keras, architecture, weights_path, task, size):
+    """The Keras application a user would build by hand, with `weights_path`."""
+    keras.backend.clear_session()
+    ctor = getattr(keras.applications, architecture)
+    if task == "feature_vector":
+        model = ctor(weights=None, include_top=False, pooling="avg",
+                     input_shape=(None, None, 3) if size is None else (size, size, 3))
+    else:
+        model = ctor(weights=None, classifier_activation=None, input_shape=(size, size, 3))
+    model.load_weights(weights_path)
+    return model

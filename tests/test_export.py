@@ -1,0 +1,287 @@
+"""The exporter: numbers, the reusable API, the three consumers, safe writes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import FV_SIZE, reference_model, save_random_weights
+from hubexport import export
+from hubexport.errors import UserError
+
+
+def _images(batch, height, width, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (batch, height, width, 3)).astype("float32")
+
+
+def _relative(actual, expected):
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+# One architecture per preprocessing family (HUB_CONTRACT C1 and the issue's
+# "equal to keras.applications.X applied to preprocess_input(255 * x)").
+FAMILIES = [
+    ("VGG16", "caffe", "feature_vector", 32),
+    ("DenseNet121", "torch", "feature_vector", 32),
+    ("MobileNetV2", "tf", "feature_vector", FV_SIZE),
+    ("EfficientNetB0", "raw255", "feature_vector", 32),
+    ("VGG16", "caffe", "classification", 32),
+    ("MobileNetV3Small", "raw255", "classification", 32),
+]
+
+
+@pytest.mark.parametrize("architecture,family,task,size", FAMILIES)
+def test_export_equals_keras_application_on_preprocessed_input(
+        keras, tmp_path, architecture, family, task, size):
+    kwargs = dict(input_shape=(size, size, 3))
+    if task == "classification":
+        kwargs["classifier_activation"] = None
+    weights = save_random_weights(keras, str(tmp_path), architecture, **kwargs)
+    plan = export.plan(architecture, task, size, weights)
+    assert plan.architecture.preprocessing == family
+    export.export(plan, str(tmp_path / "model"))
+
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp_path / "model"))
+    images = _images(3, size, size)
+    actual = loaded(images).numpy()
+
+    reference = reference_model(keras, architecture, weights, task, size)
+    module = getattr(keras.applications, plan.architecture.module)
+    expected = np.asarray(reference(module.preprocess_input(255.0 * images)))
+    assert actual.dtype == np.float32
+    assert actual.shape == (3, plan.architecture.output_size(task))
+    assert _relative(actual, expected) < 1e-4
+
+
+def test_feature_vector_has_free_size_and_constant_features(keras, mobilenet_fv, mobilenet_weights):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(mobilenet_fv)
+    reference = reference_model(keras, "MobileNetV2", mobilenet_weights, "feature_vector", None)
+    for height, width in [(FV_SIZE, FV_SIZE), (96, 80), (33, 47)]:
+        images = _images(2, height, width)
+        actual = loaded(images).numpy()
+        assert actual.shape == (2, 1280)
+        expected = np.asarray(reference(keras.applications.mobilenet_v2.preprocess_input(255.0 * images)))
+        assert _relative(actual, expected) < 1e-4
+
+
+def test_reusable_api(mobilenet_fv):
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    obj = hub.load(mobilenet_fv)
+    variables = {id(v) for v in obj.variables}
+    assert obj.trainable_variables
+    assert all(v.trainable for v in obj.trainable_variables)
+    assert {id(v) for v in obj.trainable_variables} <= variables
+    assert len(obj.trainable_variables) < len(obj.variables)  # BN statistics.
+    assert list(obj.regularization_losses) == []  # Applications have none.
+
+    images = tf.constant(_images(2, FV_SIZE, FV_SIZE))
+    default = obj(images).numpy()
+    np.testing.assert_array_equal(default, obj(images, training=False).numpy())
+    # training=True uses batch statistics, so the output differs.
+    assert not np.allclose(obj(images, training=True).numpy(), default)
+    # Every variable a call captures is listed (R2).
+    for fn in (obj.__call__, obj.serve, obj.serve_training):
+        for concrete in fn._list_all_concrete_functions_for_serialization():
+            assert {id(v) for v in concrete.variables} <= variables
+
+
+def test_regularization_losses_come_from_the_models_regularizers(keras, tmp_path):
+    import tensorflow as tf
+
+    from hubexport import reusable
+
+    keras.backend.clear_session()
+    model = keras.Sequential([
+        keras.Input((None, None, 3)),
+        keras.layers.Conv2D(4, 3, kernel_regularizer=keras.regularizers.L2(0.5)),
+        keras.layers.Conv2D(4, 3, bias_regularizer=keras.regularizers.L1(0.25),
+                            bias_initializer="ones"),
+        keras.layers.GlobalAveragePooling2D(),
+    ])
+    root, signatures = reusable.make_root(model, "unit", "feature_vector")
+    tf.saved_model.save(root, str(tmp_path), signatures=signatures)
+    loaded = tf.saved_model.load(str(tmp_path))
+    values = [float(fn()) for fn in loaded.regularization_losses]
+    kernel = model.layers[0].kernel.numpy()
+    assert values == pytest.approx([0.5 * float(np.sum(kernel**2)), 0.25 * 4.0], rel=1e-5)
+
+
+def _fit_one_epoch(model, images, labels):
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+
+
+def test_fine_tunes_through_hub_keras_layer(mobilenet_fv):
+    import tensorflow_hub as hub
+    import tf_keras
+
+    images = _images(8, FV_SIZE, FV_SIZE)
+    labels = np.arange(8) % 3
+    for trainable in (True, False):
+        layer = hub.KerasLayer(mobilenet_fv, trainable=trainable)
+        model = tf_keras.Sequential([
+            tf_keras.Input((FV_SIZE, FV_SIZE, 3)), layer, tf_keras.layers.Dense(3)])
+        model.compile(tf_keras.optimizers.SGD(0.1),
+                      tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        trainable_before = [w.numpy() for w in layer.trainable_weights]
+        frozen_before = [w.numpy() for w in layer.non_trainable_weights]
+        _fit_one_epoch(model, images, labels)
+        if trainable:
+            moved = [not np.array_equal(b, w.numpy())
+                     for b, w in zip(trainable_before, layer.trainable_weights)]
+            assert np.mean(moved) > 0.9, "the backbone's weights must move"
+            stats = [not np.array_equal(b, w.numpy())
+                     for b, w in zip(frozen_before, layer.non_trainable_weights)]
+            assert np.mean(stats) > 0.9, "batch-norm statistics must update"
+        else:
+            assert layer.trainable_weights == []
+            assert all(np.array_equal(b, w.numpy())
+                       for b, w in zip(frozen_before, layer.non_trainable_weights))
+
+
+def test_keras3_tfsmlayer_predicts_and_fine_tunes(keras, mobilenet_fv):
+    layer = keras.layers.TFSMLayer(
+        mobilenet_fv, call_endpoint="serve", call_training_endpoint="serve_training")
+    inputs = keras.Input((FV_SIZE, FV_SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3)(layer(inputs)))
+    model.compile(keras.optimizers.SGD(0.1),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = _images(8, FV_SIZE, FV_SIZE)
+    assert model.predict(images, verbose=0).shape == (8, 3)
+    before = [w.numpy() for w in layer.trainable_weights]
+    assert before
+    _fit_one_epoch(model, images, np.arange(8) % 3)
+    moved = [not np.array_equal(b, w.numpy()) for b, w in zip(before, layer.trainable_weights)]
+    assert np.mean(moved) > 0.9
+
+
+def test_serving_default_signature(mobilenet_fv):
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(mobilenet_fv).signatures["serving_default"]
+    (spec,) = signature.structured_input_signature[1].values()
+    assert list(signature.structured_input_signature[1]) == ["images"]
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, None, None, 3]
+    outputs = signature(images=tf.constant(_images(2, FV_SIZE, FV_SIZE)))
+    assert list(outputs) == ["feature_vector"]
+    assert outputs["feature_vector"].shape == (2, 1280)
+
+
+def test_provenance_describes_the_export(mobilenet_fv, mobilenet_weights):
+    with open(os.path.join(mobilenet_fv, "assets.extra", "hubexport.json")) as f:
+        info = json.load(f)
+    assert info["architecture"] == "MobileNetV2"
+    assert info["task"] == "feature_vector"
+    assert info["input"]["shape"] == [None, None, None, 3]
+    assert info["input"]["min_size"] == 32
+    assert info["preprocessing"] == "tf"
+    assert info["output"] == {"key": "feature_vector", "size": 1280,
+                              "meaning": "global average pool of the last feature map"}
+    from hubexport import weights
+
+    assert info["weights"]["sha256"] == weights.sha256_of(mobilenet_weights)
+    assert info["verification"]["max_relative_difference"] < 1e-4
+    assert set(info["versions"]) == {"hubexport", "tensorflow", "keras", "python"}
+
+
+def test_weights_file_from_the_topless_model(keras, tmp_path):
+    weights = save_random_weights(keras, str(tmp_path), "MobileNetV2", include_top=False,
+                                  input_shape=(32, 32, 3))
+    plan = export.plan("MobileNetV2", "feature_vector", 32, weights)
+    result = export.export(plan, str(tmp_path / "model"))
+    assert result.max_relative_difference < 1e-4
+    model = export.build_model(plan)
+    reference = reference_model(keras, "MobileNetV2", weights, "feature_vector", 32)
+    for ours, theirs in zip(model.weights, reference.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_mismatched_weights_file_is_a_clear_error(keras, tmp_path, mobilenet_weights):
+    plan = export.plan("ResNet50", "feature_vector", 32, mobilenet_weights)
+    with pytest.raises(UserError, match=r"does not match ResNet50 feature_vector .*save_weights"):
+        export.export(plan, str(tmp_path / "model"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_weights_file_for_another_classifier_size_is_refused(keras, tmp_path):
+    weights = save_random_weights(keras, str(tmp_path), "VGG16", input_shape=(32, 32, 3))
+    plan = export.plan("VGG16", "classification", 64, weights)
+    with pytest.raises(UserError, match="does not match VGG16 classification at 64x64"):
+        export.build_model(plan)
+
+
+def test_legacy_h5_weights_from_tf_keras(keras, tmp_path):
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(2)
+    legacy = tf_keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3))
+    path = str(tmp_path / "legacy.h5")
+    legacy.save_weights(path)
+    plan = export.plan("MobileNetV2", "feature_vector", 32, path)
+    model = export.build_model(plan)
+    np.testing.assert_array_equal(
+        model.get_layer("Conv1").kernel.numpy(), legacy.get_layer("Conv1").kernel.numpy())
+
+
+def test_imagenet_offline_names_the_file_and_where_to_put_it(monkeypatch, tmp_path):
+    import urllib.error
+
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path / "keras_home"))
+    plan = export.plan("MobileNetV2", "feature_vector", 224, "imagenet")
+    with pytest.raises(UserError) as error:
+        export.export(plan, str(tmp_path / "model"))
+    message = str(error.value)
+    fname = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    assert "\n" not in message
+    assert f"({fname} from https://" in message
+    assert os.path.join(str(tmp_path / "keras_home"), "models", fname) in message
+    assert not os.path.exists(tmp_path / "model")
+
+
+def test_existing_output_needs_overwrite_and_survives_a_failure(tmp_path, monkeypatch):
+    output = tmp_path / "model"
+    output.mkdir()
+    (output / "keep.txt").write_text("old model")
+    plan = export.plan("MobileNetV2", "feature_vector", 32, "none")
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        export.export(plan, str(output))
+
+    def broken_verify(*args, **kwargs):
+        raise export.VerificationError("simulated mismatch")
+
+    monkeypatch.setattr(export, "verify", broken_verify)
+    with pytest.raises(export.VerificationError):
+        export.export(plan, str(output), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["model"]  # No partial directory.
+    assert (output / "keep.txt").read_text() == "old model"
+
+    monkeypatch.undo()
+    export.export(plan, str(output), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    assert not (output / "keep.txt").exists()
+    assert (output / "saved_model.pb").exists()
+    assert oct(os.stat(output).st_mode & 0o777) != oct(0o700)
+
+
+def test_interrupt_leaves_nothing_behind(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_write_provenance", interrupted)
+    plan = export.plan("MobileNetV2", "feature_vector", 32, "none")
+    with pytest.raises(KeyboardInterrupt):
+        export.export(plan, str(tmp_path / "model"))
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,192 @@
+"""What `hubexport check` found, and its three renderings: text, JSON, JUnit XML.
+
+A ModelReport holds one CheckResult per check, in the order of
+hubexport.checks.CHECKS, whether the check passed, failed or was skipped, so
+every rendering lists every check of every model: CI systems show a JUnit test
+case per check, and a reader sees what was not verified and why.
+"""
+
+import dataclasses
+import json
+import xml.etree.ElementTree as ET
+
+LEVELS = ("error", "warning", "info", "skipped")
+JSON_FORMAT = "hubexport-check/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One thing a check found. Level "skipped" carries why it did not run."""
+
+    check: str
+    clause: str
+    level: str
+    message: str
+    hint: str = ""
+
+    def line(self, path):
+        hint = f" Fix: {self.hint}" if self.hint else ""
+        return f"{path}: {self.level} {self.clause} {self.check}: {self.message}{hint}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    check: str
+    clause: str
+    findings: tuple
+    seconds: float
+
+    @property
+    def status(self):
+        """"skipped", "error", "warning" or "passed" (info does not count)."""
+        levels = {f.level for f in self.findings}
+        for level in ("skipped", "error", "warning"):
+            if level in levels:
+                return level
+        return "passed"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelReport:
+    path: str
+    task: str | None  # "feature_vector", "classification", or None if unknown.
+    task_source: str  # How the task was chosen, in words.
+    results: tuple  # of CheckResult
+    seconds: float
+
+    @property
+    def findings(self):
+        return [f for r in self.results for f in r.findings]
+
+    def count(self, level):
+        return sum(f.level == level for f in self.findings)
+
+    def fails(self, strict=False):
+        return self.count("error") > 0 or (strict and self.count("warning") > 0)
+
+    def verdict(self, strict=False):
+        return "FAILS" if self.fails(strict) else "CONFORMS"
+
+    def summary(self, strict=False):
+        counts = ", ".join(
+            f"{self.count(level)} {level}" for level in ("error", "warning", "skipped")
+        )
+        task = self.task or "unknown"
+        return (
+            f"{self.path}: {self.verdict(strict)} ({counts}; task {task}, "
+            f"{self.task_source}; {self.seconds:.1f}s)"
+        )
+
+
+def text(reports, strict=False):
+    """One line per finding, then one summary line per model."""
+    lines = []
+    for report in reports:
+        lines.extend(f.line(report.path) for f in report.findings)
+        lines.append(report.summary(strict))
+    return "\n".join(lines) + "\n"
+
+
+def to_json(reports, strict=False):
+    return {
+        "format": JSON_FORMAT,
+        "strict": strict,
+        "conforms": not any(r.fails(strict) for r in reports),
+        "models": [_model_json(r, strict) for r in reports],
+    }
+
+
+def _model_json(report, strict):
+    return {
+        "path": report.path,
+        "verdict": report.verdict(strict).lower(),
+        "task": report.task,
+        "task_source": report.task_source,
+        "seconds": round(report.seconds, 3),
+        "checks": [
+            {
+                "check": r.check,
+                "clause": r.clause,
+                "status": r.status,
+                "seconds": round(r.seconds, 3),
+                "findings": [
+                    {"level": f.level, "message": f.message, "hint": f.hint}
+                    for f in r.findings
+                ],
+            }
+            for r in report.results
+        ],
+    }
+
+
+def write_json(reports, path, strict=False):
+    with open(path, "w") as f:
+        json.dump(to_json(reports, strict), f, indent=2)
+        f.write("\n")
+
+
+def junit_xml(reports, strict=False):
+    """One <testsuite> per model, one <testcase> per check.
+
+    classname is the model path and name is "CLAUSE check", so CI lists the
+    checks grouped by model. An error (or, with strict, a warning) is a
+    <failure>; a skipped check is <skipped> with the reason; warnings and info
+    go to <system-out>.
+    """
+    root = ET.Element("testsuites", name="hubexport check")
+    for report in reports:
+        suite = ET.SubElement(root, "testsuite", name=report.path)
+        for result in report.results:
+            _testcase(suite, report.path, result, strict)
+        failures = sum(_failed(r, strict) for r in report.results)
+        skipped = sum(r.status == "skipped" for r in report.results)
+        suite.attrib.update(
+            tests=str(len(report.results)),
+            failures=str(failures),
+            errors="0",
+            skipped=str(skipped),
+            time=f"{report.seconds:.3f}",
+        )
+    _sum_attributes(root)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _failed(result, strict):
+    return result.status == "error" or (strict and result.status == "warning")
+
+
+def _testcase(suite, path, result, strict):
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        classname=path,
+        name=f"{result.clause} {result.check}",
+        time=f"{result.seconds:.3f}",
+    )
+    if result.status == "skipped":
+        reason = next(f.message for f in result.findings if f.level == "skipped")
+        ET.SubElement(case, "skipped", message=reason)
+    elif _failed(result, strict):
+        failing = [
+            f for f in result.findings
+            if f.level == "error" or (strict and f.level == "warning")
+        ]
+        failure = ET.SubElement(
+            case, "failure", message=failing[0].message, type=failing[0].level
+        )
+        failure.text = "\n".join(f.line(path) for f in failing)
+    others = [f for f in result.findings if f.level in ("warning", "info")]
+    if others:
+        ET.SubElement(case, "system-out").text = "\n".join(f.line(path) for f in others)
+
+
+def _sum_attributes(root):
+    for name in ("tests", "failures", "errors", "skipped"):
+        root.set(name, str(sum(int(s.get(name)) for s in root)))
+    root.set("time", f"{sum(float(s.get('time')) for s in root):.3f}")
+
+
+def write_junit_xml(reports, path, strict=False):
+    with open(path, "w") as f:
+        f.write(junit_xml(reports, strict))

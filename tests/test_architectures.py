@@ -1,0 +1,108 @@
+"""The architecture table tells the truth: every row is rebuilt and measured."""
+
+import urllib.error
+import warnings
+
+import numpy as np
+import pytest
+
+from hubexport import architectures
+from hubexport.architectures import ARCHITECTURES
+from hubexport.errors import UserError
+
+ROWS = sorted(ARCHITECTURES)
+
+
+def test_table_covers_every_keras_application(keras):
+    applications = {name for name in dir(keras.applications) if name[0].isupper()}
+    assert set(ARCHITECTURES) == applications
+    assert len(ARCHITECTURES) == 40
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_preprocessing_mode_matches_keras_preprocess_input(name):
+    import tensorflow as tf
+
+    from hubexport import preprocessing
+
+    arch = ARCHITECTURES[name]
+    images = np.random.default_rng(0).uniform(0, 1, (2, 5, 7, 3)).astype("float32")
+    expected = np.asarray(arch.reference_preprocess_input()(255.0 * images))
+    actual = preprocessing.preprocess(tf.constant(images), arch.preprocessing).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_row_sizes_and_features(keras, name):
+    """min_size, free_size and num_features, measured on the built model."""
+    import tensorflow as tf
+
+    arch = ARCHITECTURES[name]
+    ctor = arch.constructor()
+    below = arch.min_size - 1
+    with pytest.raises(ValueError, match=f"at least {arch.min_size}x{arch.min_size}"):
+        ctor(weights=None, include_top=False, input_shape=(below, below, 3))
+
+    keras.backend.clear_session()
+    model = ctor(weights=None, include_top=False, pooling="avg", input_shape=(None, None, 3))
+    sizes = [(arch.min_size, arch.min_size), (arch.min_size + 13, arch.min_size + 6)]
+    if arch.free_size:
+        for height, width in sizes:
+            features = model(tf.zeros([1, height, width, 3]), training=False)
+            assert features.shape == (1, arch.num_features)
+    else:
+        with pytest.raises(Exception, match="Incompatible shapes"):
+            model(tf.zeros([1, arch.min_size, arch.min_size, 3]), training=False)
+        keras.backend.clear_session()
+        size = arch.min_size + 1
+        model = ctor(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
+        assert model(tf.zeros([1, size, size, 3]), training=False).shape == (1, arch.num_features)
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_default_size_and_imagenet_head_rule(keras, name, monkeypatch):
+    """Keras refuses the ImageNet classifier at other sizes exactly where we do."""
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline in tests")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    arch = ARCHITECTURES[name]
+    other = arch.default_size + 1
+    keras.backend.clear_session()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Exception) as error:
+            arch.constructor()(weights="imagenet", include_top=True, input_shape=(other, other, 3))
+    d = arch.default_size
+    if arch.imagenet_head_fixed:
+        assert isinstance(error.value, ValueError)
+        assert f"({d}, {d}, 3)" in str(error.value)
+        assert arch.size_problem("classification", other, imagenet=True)
+    else:  # Keras got past its checks and asked for the 224 weights.
+        assert "URL fetch failure" in str(error.value)
+        assert any(f"({d}, {d})" in str(w.message) for w in caught)
+        assert arch.size_problem("classification", other, imagenet=True) is None
+    assert arch.size_problem("classification", arch.default_size, imagenet=True) is None
+    assert arch.size_problem("classification", arch.min_size, imagenet=False) is None
+    assert arch.size_problem("feature_vector", arch.min_size - 1, imagenet=False)
+
+
+def test_unknown_architecture_lists_closest_names():
+    with pytest.raises(UserError, match=r"Unknown architecture 'MobileNetV4'; did you mean "
+                                        r"MobileNetV2, .*allowed: ConvNeXtBase"):
+        architectures.lookup("MobileNetV4")
+    assert architectures.lookup("mobilenetv2").name == "MobileNetV2"
+
+
+def test_unknown_task_lists_tasks():
+    with pytest.raises(UserError, match="allowed: feature_vector, classification"):
+        architectures.check_task("segmentation")
+
+
+def test_input_size_is_free_only_where_measured():
+    assert ARCHITECTURES["MobileNetV2"].input_hw("feature_vector", 224) == (None, None)
+    assert ARCHITECTURES["NASNetMobile"].input_hw("feature_vector", 224) == (224, 224)
+    assert ARCHITECTURES["MobileNetV2"].input_hw("classification", 96) == (96, 96)

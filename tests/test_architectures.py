@@ -106,3 +106,15 @@ def test_input_size_is_free_only_where_measured():
     assert ARCHITECTURES["MobileNetV2"].input_hw("feature_vector", 224) == (None, None)
     assert ARCHITECTURES["NASNetMobile"].input_hw("feature_vector", 224) == (224, 224)
     assert ARCHITECTURES["MobileNetV2"].input_hw("classification", 96) == (96, 96)
+
+
+def test_readme_table_matches_the_table():
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    for a in ARCHITECTURES.values():
+        row = (f"| {a.name} | {a.preprocessing} | {a.default_size} | {a.min_size} | "
+               f"{'free' if a.free_size else 'fixed'} | {a.num_features} | "
+               f"{'at default size' if a.imagenet_head_fixed else 'any size'} |")
+        assert row in readme

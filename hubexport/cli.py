@@ -7,6 +7,9 @@ Usage:
       (flags given beside --config override the file)
   hubexport export_all --config_dir=export_configs --output_dir=DIR
       [--weights=none] [--image_size=N] [--overwrite]
+  hubexport check PATH [PATH ...] [--task=auto|feature_vector|classification]
+      [--json_report=FILE] [--junit_xml=FILE] [--strict] [--allow_unsafe_ops]
+      (exit 0: every model conforms; 1: a model has an error; 2: bad usage)
 
 --task is feature_vector or classification; --weights is imagenet (default),
 none, or a file written by model.save_weights.
@@ -25,12 +28,14 @@ from hubexport import architectures
 from hubexport import config as config_lib
 from hubexport.errors import UserError, summarize
 
-COMMANDS = ("export", "export_all")
+COMMANDS = ("export", "export_all", "check")
 
 _ARCHITECTURE = flags.DEFINE_string(
     "architecture", None, "A keras.applications name, e.g. MobileNetV2.")
 _TASK = flags.DEFINE_string(
-    "task", None, f"One of {', '.join(architectures.TASKS)}.")
+    "task", None,
+    f"export: one of {', '.join(architectures.TASKS)}; check: auto (default: "
+    "read from the model's provenance, or inferred) or one of those.")
 _IMAGE_SIZE = flags.DEFINE_integer(
     "image_size", None,
     "Height and width in pixels (default: the architecture's default size).")
@@ -46,20 +51,34 @@ _CONFIG_DIR = flags.DEFINE_string(
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "export_all: writes one SavedModel per config here.")
 
+_JSON_REPORT = flags.DEFINE_string(
+    "json_report", None, "check: also write the findings as JSON to this file.")
+_JUNIT_XML = flags.DEFINE_string(
+    "junit_xml", None, "check: also write JUnit XML (one test case per check).")
+_STRICT = flags.DEFINE_boolean(
+    "strict", False, "check: warnings fail the check too.")
+_ALLOW_UNSAFE_OPS = flags.DEFINE_boolean(
+    "allow_unsafe_ops", False,
+    "check: run models whose graphs touch files, processes or the network "
+    "(reported as a warning instead of an error).")
+
 _FLAGS = (_ARCHITECTURE, _TASK, _IMAGE_SIZE, _WEIGHTS, _OUTPUT, _OVERWRITE,
-          _CONFIG, _CONFIG_DIR, _OUTPUT_DIR)
+          _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _JSON_REPORT, _JUNIT_XML, _STRICT,
+          _ALLOW_UNSAFE_OPS)
 _ONLY_FOR = {
-    "export": {"architecture", "task", "output", "config"},
-    "export_all": {"config_dir", "output_dir"},
+    "export": {"architecture", "task", "output", "config", "image_size",
+               "weights", "overwrite"},
+    "export_all": {"config_dir", "output_dir", "image_size", "weights",
+                   "overwrite"},
+    "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops"},
 }
-_SHARED = {"image_size", "weights", "overwrite"}
 
 
 def _say(message):
     print(f"hubexport: {message}", flush=True)
 
 
-def _export(argv):
+def _export():
     overrides = {
         name: flags.FLAGS[name].value
         for name in ("architecture", "task", "image_size", "weights")
@@ -82,7 +101,7 @@ def _export(argv):
     return 0
 
 
-def _export_all(argv):
+def _export_all():
     if not _CONFIG_DIR.value or not _OUTPUT_DIR.value:
         raise UserError(
             "export_all needs --config_dir=DIR and --output_dir=DIR, e.g. "
@@ -117,8 +136,17 @@ def _export_all(argv):
     return 1 if failures else 0
 
 
+def _check(paths):
+    from hubexport import checker
+
+    return checker.run(
+        paths, task=_TASK.value or "auto", json_report=_JSON_REPORT.value,
+        junit_xml=_JUNIT_XML.value, strict=_STRICT.value,
+        allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value)
+
+
 def _check_flag_scope(command):
-    for name in set().union(*_ONLY_FOR.values()) - _ONLY_FOR[command] - _SHARED:
+    for name in set().union(*_ONLY_FOR.values()) - _ONLY_FOR[command]:
         if flags.FLAGS[name].present:
             raise UserError(f"--{name} is not a flag of {command}; see hubexport --help")
 
@@ -133,12 +161,14 @@ def main(argv):
     _quiet_tensorflow()
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.ERROR)
-    if len(argv) > 2:
+    if len(argv) > 2 and command != "check":
         _error(f"{command} takes no positional arguments; received {argv[2:]}")
         return 2
     try:
         _check_flag_scope(command)
-        return {"export": _export, "export_all": _export_all}[command](argv)
+        if command == "check":
+            return _check(argv[2:])
+        return {"export": _export, "export_all": _export_all}[command]()
     except UserError as e:
         _error(str(e))
         return 2

@@ -48,7 +48,10 @@ def _loss_function(regularizer, variable):
 
 
 def make_root(model, preprocessing, task, height=None, width=None):
-    """Returns (root, signatures), ready for `tf.saved_model.save`.
+    """Returns (root, signatures, backbone).
+
+    `root` and `signatures` are ready for `tf.saved_model.save`; `backbone(x,
+    training)` is the traced model on already preprocessed input.
 
     Args:
       model: a built Keras 3 model taking preprocessed images and returning
@@ -60,10 +63,14 @@ def make_root(model, preprocessing, task, height=None, width=None):
     spec = image_spec(height, width)
     output_key = OUTPUT_KEYS[task]
 
+    # The model on preprocessed input, traced once per value of training. The
+    # export's verification calls it directly, as the graph-mode reference.
+    @tf.function(autograph=False)
+    def backbone(inputs, training):
+        return tf.cast(model(inputs, training=training), tf.float32)
+
     def call(images, training=False):
-        inputs = preprocessing_lib.preprocess(images, preprocessing)
-        outputs = model(inputs, training=training)
-        return tf.cast(outputs, tf.float32)
+        return backbone(preprocessing_lib.preprocess(images, preprocessing), training)
 
     call_fn = tf.function(call, autograph=False)
     traces = [
@@ -98,7 +105,7 @@ def make_root(model, preprocessing, task, height=None, width=None):
     ]
     root.regularization_losses = _regularization_losses(model)
     signatures = {"serving_default": serving_default.get_concrete_function()}
-    return root, signatures
+    return root, signatures, backbone
 
 
 def _unique(variables):

@@ -79,7 +79,7 @@ def test_flags_override_the_config(tmp_path, capsys):
     (["export", "--architecture=VGG16", "--task=feature_vector", "--output=x",
       "--config_dir=c"], "--config_dir is not a flag of export"),
     (["export_all", "--config_dir=c"], "export_all needs --config_dir=DIR and --output_dir=DIR"),
-    (["frobnicate"], "unknown command 'frobnicate'; allowed: export, export_all"),
+    (["frobnicate"], "unknown command 'frobnicate'; allowed: export, export_all, check"),
     (["export", "extra"], "export takes no positional arguments"),
 ])
 def test_user_errors_are_one_line_with_exit_2(args, message, capsys):

@@ -157,11 +157,9 @@ def _save(model, plan, directory):
     root, signatures, backbone = reusable.make_root(
         model, plan.architecture.preprocessing, plan.task, height, width
     )
-    # Saving custom gradients retraces every gradient function (minutes for
-    # EfficientNetV2L); without them, the reloaded model differentiates its
-    # forward ops, which every consumer's fine-tuning test exercises.
-    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
-    tf.saved_model.save(root, directory, signatures=signatures, options=options)
+    # Custom gradients (swish in EfficientNet, ...) must be saved, or the
+    # reloaded model cannot be differentiated; `hubexport check` found that.
+    tf.saved_model.save(root, directory, signatures=signatures)
     return backbone
 
 

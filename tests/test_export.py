@@ -55,6 +55,13 @@ def test_export_equals_keras_application_on_preprocessed_input(
     assert actual.shape == (3, plan.architecture.output_size(task))
     assert _relative(actual, expected) < 1e-4
 
+    # Fine-tunable after reload: every trainable variable gets a gradient
+    # (EfficientNet's swish needs its custom gradient saved).
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(loaded(images[:2], training=True) ** 2)
+    gradients = tape.gradient(loss, loaded.trainable_variables)
+    assert all(g is not None for g in gradients)
+
 
 def test_feature_vector_has_free_size_and_constant_features(keras, mobilenet_fv, mobilenet_weights):
     import tensorflow as tf

@@ -10,13 +10,16 @@ import dataclasses
 import json
 import xml.etree.ElementTree as ET
 
-LEVELS = ("error", "warning", "info", "skipped")
 JSON_FORMAT = "hubexport-check/1"
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One thing a check found. Level "skipped" carries why it did not run."""
+    """One thing a check found.
+
+    level is "error", "warning", "info", or "skipped", whose message says why
+    the check could not run.
+    """
 
     check: str
     clause: str
@@ -25,7 +28,7 @@ class Finding:
     hint: str = ""
 
     def line(self, path):
-        hint = f" Fix: {self.hint}" if self.hint else ""
+        hint = f". Fix: {self.hint}" if self.hint else ""
         return f"{path}: {self.level} {self.clause} {self.check}: {self.message}{hint}"
 
 
@@ -38,9 +41,12 @@ class CheckResult:
 
     @property
     def status(self):
-        """"skipped", "error", "warning" or "passed" (info does not count)."""
+        """"error", "skipped", "warning" or "passed" (info does not count).
+
+        An error found before a precondition turned out missing still fails.
+        """
         levels = {f.level for f in self.findings}
-        for level in ("skipped", "error", "warning"):
+        for level in ("error", "skipped", "warning"):
             if level in levels:
                 return level
         return "passed"
@@ -68,8 +74,11 @@ class ModelReport:
         return "FAILS" if self.fails(strict) else "CONFORMS"
 
     def summary(self, strict=False):
-        counts = ", ".join(
-            f"{self.count(level)} {level}" for level in ("error", "warning", "skipped")
+        errors, warnings = self.count("error"), self.count("warning")
+        counts = (
+            f"{errors} error{'s' * (errors != 1)}, "
+            f"{warnings} warning{'s' * (warnings != 1)}, "
+            f"{self.count('skipped')} skipped"
         )
         task = self.task or "unknown"
         return (
@@ -79,10 +88,21 @@ class ModelReport:
 
 
 def text(reports, strict=False):
-    """One line per finding, then one summary line per model."""
+    """One line per finding, then one summary line per model.
+
+    Checks skipped for the same reason share one line, so that the one error
+    that made most checks impossible is not lost among them.
+    """
     lines = []
     for report in reports:
-        lines.extend(f.line(report.path) for f in report.findings)
+        skipped = {}
+        for f in report.findings:
+            if f.level == "skipped":
+                skipped.setdefault(f.message, []).append(f"{f.clause} {f.check}")
+            else:
+                lines.append(f.line(report.path))
+        for reason, checks in skipped.items():
+            lines.append(f"{report.path}: skipped {', '.join(checks)}: {reason}")
         lines.append(report.summary(strict))
     return "\n".join(lines) + "\n"
 
@@ -138,8 +158,10 @@ def junit_xml(reports, strict=False):
         suite = ET.SubElement(root, "testsuite", name=report.path)
         for result in report.results:
             _testcase(suite, report.path, result, strict)
-        failures = sum(_failed(r, strict) for r in report.results)
-        skipped = sum(r.status == "skipped" for r in report.results)
+        failures = sum(bool(_failing(r, strict)) for r in report.results)
+        skipped = sum(
+            r.status == "skipped" and not _failing(r, strict) for r in report.results
+        )
         suite.attrib.update(
             tests=str(len(report.results)),
             failures=str(failures),
@@ -152,8 +174,12 @@ def junit_xml(reports, strict=False):
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def _failed(result, strict):
-    return result.status == "error" or (strict and result.status == "warning")
+def _failing(result, strict):
+    """The findings that make `result` fail: errors, and warnings if strict."""
+    return [
+        f for f in result.findings
+        if f.level == "error" or (strict and f.level == "warning")
+    ]
 
 
 def _testcase(suite, path, result, strict):
@@ -164,19 +190,18 @@ def _testcase(suite, path, result, strict):
         name=f"{result.clause} {result.check}",
         time=f"{result.seconds:.3f}",
     )
-    if result.status == "skipped":
-        reason = next(f.message for f in result.findings if f.level == "skipped")
-        ET.SubElement(case, "skipped", message=reason)
-    elif _failed(result, strict):
-        failing = [
-            f for f in result.findings
-            if f.level == "error" or (strict and f.level == "warning")
-        ]
+    failing = _failing(result, strict)
+    if failing:
         failure = ET.SubElement(
             case, "failure", message=failing[0].message, type=failing[0].level
         )
         failure.text = "\n".join(f.line(path) for f in failing)
-    others = [f for f in result.findings if f.level in ("warning", "info")]
+    elif result.status == "skipped":
+        reason = next(f.message for f in result.findings if f.level == "skipped")
+        ET.SubElement(case, "skipped", message=reason)
+    others = [
+        f for f in result.findings if f.level in ("warning", "info") and f not in failing
+    ]
     if others:
         ET.SubElement(case, "system-out").text = "\n".join(f.line(path) for f in others)
 

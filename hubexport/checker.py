@@ -1,0 +1,116 @@
+"""Checks SavedModels against HUB_CONTRACT.md: the runner and the Python API.
+
+    report = checker.check("/tmp/mobilenet_v2")      # a reports.ModelReport
+    code = checker.run(["/tmp/a", "/tmp/b"], junit_xml="checks.xml")
+
+Every check of hubexport.checks runs on every model and every finding is
+collected: a check whose precondition is missing is reported as skipped with
+the reason, and an exception inside a check becomes an error of that check,
+never a traceback. The model is scanned for unsafe ops (F2) before it is
+loaded, loaded once, and shared by the checks.
+
+This module imports TensorFlow only when a check runs, so invalid arguments
+are refused at once.
+"""
+
+import os
+import sys
+import time
+
+from hubexport import reports
+from hubexport.architectures import TASKS
+from hubexport.errors import UserError, summarize
+
+TASK_CHOICES = ("auto",) + TASKS
+
+
+def check(path, task="auto", allow_unsafe_ops=False):
+    """Runs every check on the SavedModel directory `path`; returns a ModelReport.
+
+    task: "auto" (from the provenance file, else from the serving_default
+      output key), "feature_vector" or "classification".
+    allow_unsafe_ops: load and call a model with ops that touch files,
+      processes or the network (F2 then only warns).
+    """
+    _check_task(task)
+    from hubexport import checks
+
+    start = time.monotonic()
+    context = checks.Context(path, task, allow_unsafe_ops)
+    results = tuple(_run_check(c, context) for c in checks.CHECKS)
+    return reports.ModelReport(
+        path, context.task, context.task_source, results, time.monotonic() - start
+    )
+
+
+def _run_check(entry, context):
+    """Runs one check; a Skip or an exception becomes a finding of that check."""
+    from hubexport import checks
+
+    def finding(level, message, hint=""):
+        return reports.Finding(entry.name, entry.clause, level, message, hint)
+
+    findings = []
+    start = time.monotonic()
+    try:
+        for found in entry.function(context):
+            findings.append(finding(found.level, found.message, found.hint))
+    except checks.Skip as skip:
+        findings.append(finding("skipped", str(skip)))
+    except Exception as e:  # A check must never end the run with a traceback.
+        findings.append(finding(
+            "error",
+            f"the check failed unexpectedly: {type(e).__name__}: {summarize(e)}",
+            "if the model looks right, run hubexport.checker.check() in Python to "
+            "see the traceback and report it",
+        ))
+    return reports.CheckResult(
+        entry.name, entry.clause, tuple(findings), time.monotonic() - start
+    )
+
+
+def _check_task(task):
+    if task not in TASK_CHOICES:
+        raise UserError(
+            f"Unknown task {task!r}; allowed: {', '.join(TASK_CHOICES)} "
+            "(for example --task=auto)"
+        )
+
+
+def _check_writable(flag, path):
+    """Refuses a report path whose directory is missing before checking starts."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or os.path.isdir(path):
+        raise UserError(
+            f"--{flag}={path} cannot be written: {directory} is not a directory"
+            if not os.path.isdir(directory)
+            else f"--{flag}={path} is a directory; pass a file path"
+        )
+
+
+def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
+        allow_unsafe_ops=False, out=sys.stdout):
+    """`hubexport check`: checks every path, prints and writes the reports.
+
+    Returns the exit code: 0 if every model conforms, 1 if any has an error
+    (with strict, also a warning). Raises UserError for invalid arguments.
+    """
+    _check_task(task)
+    if isinstance(paths, str) or not paths:
+        raise UserError("check needs one or more SavedModel directories, e.g. "
+                        "hubexport check /tmp/mobilenet_v2")
+    for flag, report_path in (("json_report", json_report), ("junit_xml", junit_xml)):
+        _check_writable(flag, report_path)
+    model_reports = []
+    for path in paths:
+        report = check(path, task, allow_unsafe_ops)
+        out.write(reports.text([report], strict))
+        out.flush()
+        model_reports.append(report)
+    if json_report:
+        reports.write_json(model_reports, json_report, strict)
+    if junit_xml:
+        reports.write_junit_xml(model_reports, junit_xml, strict)
+    return 1 if any(r.fails(strict) for r in model_reports) else 0

@@ -1,0 +1,447 @@
+"""One conforming SavedModel and minimally broken ones, each failing one check.
+
+Every builder takes the directory to write. The good models come from
+hubexport.reusable.make_root; the mutants are built by hand, the way
+tensorflow_hub's keras_layer_test.py builds toy SavedModels: an AutoTrackable
+root with tf.functions and lists of variables, from the pieces in `_root`, with
+the one thing changed that the mutant is named for.
+
+MUTANTS maps each check of hubexport.checks to the builder that breaks it.
+All models share a tiny Keras 3 model (Conv2D, BatchNormalization,
+GlobalAveragePooling2D, Dense: 79 parameters for 8 features).
+"""
+
+import functools
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from hubexport import reusable
+
+FEATURES = 8
+CLASSES = 5
+IMAGES = reusable.image_spec()
+
+
+@functools.cache
+def tiny_model(outputs=FEATURES):
+    """A built Keras 3 model with batch norm, shared by every SavedModel here."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(outputs, name="dense")(x))
+
+
+def _variables(model):
+    return [reusable._tf_variable(v) for v in model.variables]
+
+
+def _trainable(model):
+    return [reusable._tf_variable(v) for v in model.trainable_variables]
+
+
+def _forward(model, images, training):
+    return tf.cast(model(images, training=training), tf.float32)
+
+
+# The conforming models.
+
+
+def good(path, task="feature_vector", height=None, width=None):
+    model = tiny_model(FEATURES if task == "feature_vector" else CLASSES)
+    root, signatures, *_ = reusable.make_root(model, "unit", task, height, width)
+    tf.saved_model.save(root, path, signatures=signatures)
+
+
+good_classification = functools.partial(good, task="classification")
+good_fixed_size = functools.partial(good, height=40, width=40)
+
+
+# The pieces of a hand-built root.
+
+
+def _root(model, call, key="feature_vector", traces=((IMAGES, False), (IMAGES, True))):
+    """A reusable root around the tf.function `call`, traced for `traces`.
+
+    serve, serve_training and serving_default call the model directly, so a
+    mutant of __call__ leaves them intact.
+    """
+    for spec, training in traces:
+        call.get_concrete_function(spec, training=training)
+
+    @tf.function(input_signature=[IMAGES], autograph=False)
+    def serve(images):
+        return _forward(model, images, False)
+
+    @tf.function(input_signature=[IMAGES], autograph=False)
+    def serve_training(images):
+        return _forward(model, images, True)
+
+    @tf.function(input_signature=[IMAGES], autograph=False)
+    def serving_default(images):
+        return {key: _forward(model, images, False)}
+
+    root = tf.__internal__.tracking.AutoTrackable()
+    root.__call__ = call
+    root.serve = serve
+    root.serve_training = serve_training
+    root.variables = _variables(model)
+    root.trainable_variables = _trainable(model)
+    root.regularization_losses = []
+    return root, {"serving_default": serving_default.get_concrete_function()}
+
+
+def _plain_call(model):
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        return _forward(model, images, training)
+
+    return call
+
+
+def _save(path, root_and_signatures):
+    root, signatures = root_and_signatures
+    tf.saved_model.save(root, path, signatures=signatures)
+
+
+# One mutant per check, in the order of hubexport.checks.CHECKS.
+
+
+def tf1_hub_marker(path):
+    """saved_model_files: a good TF2 model, but with TF1 Hub's marker file."""
+    good(path)
+    with open(os.path.join(path, "tfhub_module.pb"), "wb"):
+        pass
+
+
+def tf1_saved_model(path):
+    """tf2_saved_model: a TF1 SavedModel (a graph and a signature, no objects)."""
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3], "images")
+        weights = tf.compat.v1.get_variable("w", [3, FEATURES])
+        features = tf.matmul(tf.reduce_mean(images, [1, 2]), weights)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(path)
+            signature = tf.compat.v1.saved_model.predict_signature_def(
+                {"images": images}, {"feature_vector": features}
+            )
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature}
+            )
+            builder.save()
+
+
+def writes_file(path, target):
+    """no_unsafe_ops: __call__ writes `target`, through a nested tf.function."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def leak(images):
+        tf.io.write_file(target, tf.strings.as_string(tf.reduce_mean(images)))
+        return tf.identity(images)
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        return _forward(model, leak(images), training)
+
+    _save(path, _root(model, call))
+
+
+def corrupt_variables(path):
+    """loads: the files are all there, but variables.index is garbage."""
+    good(path)
+    with open(os.path.join(path, "variables", "variables.index"), "wb") as f:
+        f.write(b"not a checkpoint index")
+
+
+def no_call(path):
+    """restored_call: every attribute and endpoint except __call__."""
+    model = tiny_model()
+    root, signatures = _root(model, _plain_call(model))
+    del root.__call__
+    _save(path, (root, signatures))
+
+
+def unlisted_variable(path):
+    """variables: obj.variables leaves out the batch-norm moving mean.
+
+    It is saved (as obj.moving_mean), but consumers that track obj.variables
+    do not see it.
+    """
+    model = tiny_model()
+    root, signatures = _root(model, _plain_call(model))
+    root.moving_mean = model.get_layer("bn").moving_mean.value
+    root.variables = [v for v in root.variables if v is not root.moving_mean]
+    _save(path, (root, signatures))
+
+
+def frozen_in_trainable(path):
+    """trainable_variables: lists the (non-trainable) moving mean as trainable."""
+    model = tiny_model()
+    root, signatures = _root(model, _plain_call(model))
+    moving_mean = [v for v in root.variables if "moving_mean" in v.name]
+    root.trainable_variables = root.trainable_variables + moving_mean
+    _save(path, (root, signatures))
+
+
+def vector_regularization_loss(path):
+    """regularization_losses: a loss that returns a vector, not a scalar."""
+    model = tiny_model()
+    root, signatures = _root(model, _plain_call(model))
+    kernel = model.get_layer("dense").kernel.value
+    loss = tf.function(lambda: tf.reduce_sum(tf.square(kernel), axis=0),
+                       input_signature=[], autograph=False)
+    loss.get_concrete_function()
+    root.regularization_losses = [loss]
+    _save(path, (root, signatures))
+
+
+def unknown_channels(path):
+    """input_signature: __call__ is traced for any number of channels."""
+    model = tiny_model()
+    spec = tf.TensorSpec([None, None, None, None], tf.float32, name="images")
+    _save(path, _root(model, _plain_call(model), traces=((spec, False), (spec, True))))
+
+
+def training_default_true(path):
+    """training_argument: `training` defaults to True (both values traced)."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=True):
+        return _forward(model, images, training)
+
+    _save(path, _root(model, call))
+
+
+def noisy(path):
+    """deterministic: inference adds random noise."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        outputs = _forward(model, images, training)
+        return outputs + tf.random.uniform(tf.shape(outputs), maxval=1e-2)
+
+    _save(path, _root(model, call))
+
+
+def batch_statistics(path):
+    """batch_independent: inference centers the images on the batch mean."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        centered = images - tf.reduce_mean(images, axis=0, keepdims=True) + 0.5
+        return _forward(model, centered, training)
+
+    _save(path, _root(model, call))
+
+
+def float64_output(path):
+    """output_tensor: the output is float64."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        return tf.cast(_forward(model, images, training), tf.float64)
+
+    _save(path, _root(model, call))
+
+
+def log_of_input(path):
+    """output_finite: adds log(mean image), which is -inf for black images."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        log_mean = tf.math.log(tf.reduce_mean(images, axis=[1, 2, 3]))
+        return _forward(model, images, training) + log_mean[:, None]
+
+    _save(path, _root(model, call))
+
+
+def _size_dependent_call(model, static_size):
+    """8 features at 224x224, but 2 * (height // 56) in general."""
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        features = _forward(model, images, training)
+        count = 2 * (tf.shape(images)[1] // 56)
+        outputs = tf.tile(features, [1, 2])[:, :count]
+        outputs.set_shape([None, static_size])
+        return outputs
+
+    return call
+
+
+def fails_at_other_sizes(path):
+    """Free height and width, but only 224x224 works.
+
+    The output claims the static shape [None, 8], so heads build and fit at
+    224x224, and a call at another size fails when TensorFlow finds the
+    output does not have that shape (like NASNet's cells on some sizes).
+    """
+    model = tiny_model()
+    _save(path, _root(model, _size_dependent_call(model, FEATURES)))
+
+
+def size_dependent_features(path):
+    """feature_size_constant: the feature vector's size follows the image size."""
+    model = tiny_model()
+    _save(path, _root(model, _size_dependent_call(model, None)))
+
+
+def softmax_outputs(path):
+    """logits_not_probabilities: a classifier returning softmax probabilities."""
+    model = tiny_model(CLASSES)
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        return tf.nn.softmax(_forward(model, images, training))
+
+    _save(path, _root(model, call, key="logits"))
+
+
+def hparam_inference_only(path):
+    """hyperparameters: `scale` is traced as a tensor with training=False only."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False, scale=1.0):
+        return _forward(model, images, training) * scale
+
+    call.get_concrete_function(IMAGES, training=False, scale=tf.TensorSpec([], tf.float32))
+    _save(path, _root(model, call))
+
+
+def stopped_gradients(path):
+    """training_gradients: training=True stops gradients below the pooling."""
+    model = tiny_model()
+    conv, bn = model.get_layer("conv"), model.get_layer("bn")
+    pool, dense = model.get_layer("pool"), model.get_layer("dense")
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        x = bn(conv(images), training=training)
+        if training:
+            x = tf.stop_gradient(x)
+        return tf.cast(dense(pool(x)), tf.float32)
+
+    _save(path, _root(model, call))
+
+
+def training_ignored(path):
+    """hub_fine_tuning: training=True is traced but runs inference mode."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        del training  # The mistake: batch norm never sees training=True.
+        return _forward(model, images, False)
+
+    _save(path, _root(model, call))
+
+
+def counts_inference_calls(path):
+    """hub_frozen: the training=False call increments a counter variable."""
+    model = tiny_model()
+    calls = tf.Variable(0.0, trainable=False, name="calls")
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        if not training:
+            calls.assign_add(1.0)
+        return _forward(model, images, training)
+
+    root, signatures = _root(model, call)
+    root.variables = root.variables + [calls]
+    _save(path, (root, signatures))
+
+
+def no_serve_training(path):
+    """tfsm_layer: no serve_training endpoint for TFSMLayer."""
+    model = tiny_model()
+    root, signatures = _root(model, _plain_call(model))
+    del root.serve_training
+    _save(path, (root, signatures))
+
+
+def serving_output_0(path):
+    """serving_signature: the output key is Keras' default "output_0"."""
+    model = tiny_model()
+    _save(path, _root(model, _plain_call(model), key="output_0"))
+
+
+MUTANTS = {
+    "saved_model_files": tf1_hub_marker,
+    "tf2_saved_model": tf1_saved_model,
+    "no_unsafe_ops": writes_file,
+    "loads": corrupt_variables,
+    "restored_call": no_call,
+    "variables": unlisted_variable,
+    "trainable_variables": frozen_in_trainable,
+    "regularization_losses": vector_regularization_loss,
+    "input_signature": unknown_channels,
+    "training_argument": training_default_true,
+    "deterministic": noisy,
+    "batch_independent": batch_statistics,
+    "output_tensor": float64_output,
+    "output_finite": log_of_input,
+    "feature_size_constant": size_dependent_features,
+    "logits_not_probabilities": softmax_outputs,
+    "hyperparameters": hparam_inference_only,
+    "training_gradients": stopped_gradients,
+    "hub_fine_tuning": training_ignored,
+    "hub_frozen": counts_inference_calls,
+    "tfsm_layer": no_serve_training,
+    "serving_signature": serving_output_0,
+}
+
+
+# Directories that are barely SavedModels, for the robustness tests.
+
+
+def empty_directory(path):
+    os.makedirs(path)
+
+
+def garbage_saved_model(path):
+    os.makedirs(path)
+    with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+        f.write(b"\x08\xff\xff garbage, not a protocol buffer \x00\x01")
+    os.makedirs(os.path.join(path, "variables"))
+
+
+def missing_variables(path):
+    good(path)
+    shutil.rmtree(os.path.join(path, "variables"))
+
+
+def tf1_hub_module(path):
+    """The obsolete TF1 Hub format: a TF1 SavedModel beside tfhub_module.pb."""
+    tf1_saved_model(path)
+    with open(os.path.join(path, "tfhub_module.pb"), "wb"):
+        pass
+
+
+def keras_signature_only(path):
+    """What tf.saved_model.save(keras3_model) gives: a signature and no __call__."""
+    tf.saved_model.save(tiny_model(), path)
+
+
+def rank3_input(path):
+    """__call__ takes [batch, height, width] (grayscale without a channel axis)."""
+    model = tiny_model()
+    spec = tf.TensorSpec([None, None, None], tf.float32, name="images")
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        return _forward(model, tf.stack([images] * 3, axis=-1), training)
+
+    _save(path, _root(model, call, traces=((spec, False), (spec, True))))

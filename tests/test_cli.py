@@ -168,3 +168,25 @@ def test_console_script_gives_one_line_and_no_traceback(tmp_path):
         "hubexport: error: --image_size=8 is below the minimum of ResNet50; "
         "allowed: 32 or more (default 224)")
     assert result.stdout == ""
+
+
+def _documented_commands():
+    root = os.path.join(os.path.dirname(__file__), "..")
+    for name in ("README.md", "examples/github-actions-hubexport-check.yml"):
+        with open(os.path.join(root, name)) as f:
+            text = f.read().replace("\\\n", " ")
+        for line in text.splitlines():
+            start = line.find("hubexport ")
+            words = line[start:].split()
+            if start >= 0 and len(words) > 1 and words[1] in cli.COMMANDS:
+                yield name, words
+
+
+def test_documented_commands_use_real_commands_and_flags():
+    commands = list(_documented_commands())
+    assert {words[1] for _, words in commands} == set(cli.COMMANDS)
+    for name, words in commands:
+        options = [w.split("=")[0].lstrip("-") for w in words if w.startswith("--")]
+        for option in options:
+            assert option in flags.FLAGS, f"{name}: {' '.join(words)}: no flag --{option}"
+            assert option in cli._ONLY_FOR[words[1]], f"{name}: --{option} not for {words[1]}"

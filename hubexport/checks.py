@@ -26,7 +26,7 @@ from hubexport import export
 from hubexport import graph_scan
 from hubexport.errors import summarize
 from hubexport.reports import Finding
-from hubexport.reusable import OUTPUT_KEYS
+from hubexport.reusable import OUTPUT_KEYS, unique_by_identity
 
 DEFAULT_SIZE = 224  # Height and width for free-size models without provenance.
 DEFAULT_MIN_SIZE = 32  # Smallest size tried when the provenance gives none.
@@ -300,7 +300,7 @@ class Context:
     def restoring_variables(self):
         """Undoes what a training call or a fit step does to the variables."""
         listed, _ = _listed_variables(self.model(), "variables")
-        variables = _unique((listed or []) + [v for _, v in self.used_variables()])
+        variables = unique_by_identity((listed or []) + [v for _, v in self.used_variables()])
         saved = [(v, v.numpy()) for v in variables]
         try:
             yield
@@ -319,15 +319,6 @@ def _training_values(traces):
         elif isinstance(value, bool):
             values.add(value)
     return values
-
-
-def _unique(variables):
-    seen, out = set(), []
-    for v in variables:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
 
 
 def _other_size(size, minimum):
@@ -938,8 +929,11 @@ def _compile(keras_module, model, run_eagerly):
     The restored functions run as graphs either way; run_eagerly only decides
     how the gradient of a restored function is built, which takes seconds for
     a large model. Eagerly, it is built once per loaded model and then reused,
-    so K1 (on the model the other checks loaded and differentiated) runs
-    eagerly, and K2 (on the copy TFSMLayer loads itself) runs as a graph.
+    so K1's fine-tuning (on the model the other checks loaded and
+    differentiated) runs eagerly, and K2 (on the copy TFSMLayer loads itself)
+    runs as a graph. K1's frozen fit runs as a graph too: eagerly, the tape
+    would build the backbone's gradient (its variables are trainable
+    tf.Variables, which tapes watch) only to discard it.
     """
     model.compile(
         optimizer=keras_module.optimizers.SGD(FINE_TUNING_LEARNING_RATE),
@@ -969,7 +963,7 @@ def _hub_model(hub, tf_keras, obj, hw, trainable):
         layer,
         tf_keras.layers.Dense(2),
     ])
-    _compile(tf_keras, model, run_eagerly=True)
+    _compile(tf_keras, model, run_eagerly=trainable)
     return layer, model
 
 

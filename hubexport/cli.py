@@ -227,11 +227,22 @@ def _help_shows_our_flags():
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
 
 
+_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
 def run():
     """The console script `hubexport`."""
     _help_shows_our_flags()
     _interrupt_on_sigterm()
-    app.run(main, flags_parser=_parse_flags)
+    asked_for_help = any(arg in _HELP_FLAGS for arg in sys.argv[1:])
+    sys.argv[1:] = ["--help" if arg == "-h" else arg for arg in sys.argv[1:]]
+    try:
+        app.run(main, flags_parser=_parse_flags)
+    except SystemExit as e:
+        # absl ends --help with exit status 1; a shell script expects 0.
+        if asked_for_help and e.code == 1:
+            sys.exit(0)
+        raise
 
 
 if __name__ == "__main__":

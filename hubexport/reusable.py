@@ -90,7 +90,7 @@ def make_root(model, preprocessing, task, height=None, width=None):
     def serving_default(images):
         return {output_key: call_fn(images, training=False)}
 
-    variables = _unique([_tf_variable(v) for v in model.variables] + [
+    variables = unique_by_identity([_tf_variable(v) for v in model.variables] + [
         v for trace in traces for v in trace.variables
     ])
     trainable_ids = {id(_tf_variable(v)) for v in model.trainable_variables}
@@ -108,7 +108,8 @@ def make_root(model, preprocessing, task, height=None, width=None):
     return root, signatures, backbone
 
 
-def _unique(variables):
+def unique_by_identity(variables):
+    """`variables` without repeats, in order (tf.Variables do not hash by value)."""
     seen, out = set(), []
     for v in variables:
         if id(v) not in seen:

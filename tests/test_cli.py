@@ -170,6 +170,16 @@ def test_console_script_gives_one_line_and_no_traceback(tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_the_commands_and_exits_zero(flag):
+    result = subprocess.run(
+        [sys.executable, "-c", "from hubexport.cli import run; run()", flag],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "hubexport export --architecture=" in result.stdout
+    assert "--config_dir" in result.stdout
+
+
 def _documented_commands():
     root = os.path.join(os.path.dirname(__file__), "..")
     for name in ("README.md", "examples/github-actions-hubexport-check.yml"):

@@ -928,12 +928,12 @@ def _compile(keras_module, model, run_eagerly):
 
     The restored functions run as graphs either way; run_eagerly only decides
     how the gradient of a restored function is built, which takes seconds for
-    a large model. Eagerly, it is built once per loaded model and then reused,
-    so K1's fine-tuning (on the model the other checks loaded and
-    differentiated) runs eagerly, and K2 (on the copy TFSMLayer loads itself)
-    runs as a graph. K1's frozen fit runs as a graph too: eagerly, the tape
-    would build the backbone's gradient (its variables are trainable
-    tf.Variables, which tapes watch) only to discard it.
+    a large model. Eagerly, it is built once per loaded function and then
+    reused, so the fine-tuning steps of K1 and K2 (on the model the other
+    checks loaded and differentiated) run eagerly. K1's frozen fit runs as a
+    graph: eagerly, the tape would build the gradient of the training=False
+    trace (its variables are trainable tf.Variables, which tapes watch) only
+    to discard it.
     """
     model.compile(
         optimizer=keras_module.optimizers.SGD(FINE_TUNING_LEARNING_RATE),
@@ -1035,11 +1035,7 @@ def hub_frozen(ctx):
 
 @check("K2")
 def tfsm_layer(ctx):
-    """Keras 3 users load the model with TFSMLayer, then predict and fine-tune.
-
-    TFSMLayer takes a path, not a loaded object, so this check loads the model
-    a second time (after the F2 scan allowed the first load).
-    """
+    """Keras 3 users load the model with TFSMLayer, then predict and fine-tune."""
     obj = ctx.model()
     missing = [f"obj.{name}" for name in ("serve", "serve_training")
                if _restored_function(obj, name) is None]
@@ -1055,18 +1051,39 @@ def tfsm_layer(ctx):
     serve = _restored_function(obj, "serve")
     spec = serve.concrete_functions[0].structured_input_signature[0][0]
     images = ctx.images(hw=ctx.hw_for(spec, "obj.serve", "tfsm_layer"))
-    yield from _tfsm_fine_tuning(ctx.path, images)
+    with ctx.restoring_variables():
+        yield from _tfsm_fine_tuning(ctx, images)
 
 
-def _tfsm_fine_tuning(path, images):
+def _tfsm_layer(ctx):
+    """keras.layers.TFSMLayer(path, ...), on the model the other checks loaded.
+
+    TFSMLayer takes a path and calls tf.saved_model.load(path) itself; it is
+    handed the loaded object instead, so the model is loaded once and the
+    gradients TF built for the earlier checks are reused (half of this
+    check's time for a large model).
+    """
     import keras
 
-    layer = keras.layers.TFSMLayer(
-        path, call_endpoint="serve", call_training_endpoint="serve_training"
-    )
+    loaded = ctx.model()
+    load = tf.saved_model.load
+    tf.saved_model.load = lambda path, *args, **kwargs: (
+        loaded if path == ctx.path else load(path, *args, **kwargs))
+    try:
+        return keras.layers.TFSMLayer(
+            ctx.path, call_endpoint="serve", call_training_endpoint="serve_training"
+        )
+    finally:
+        tf.saved_model.load = load
+
+
+def _tfsm_fine_tuning(ctx, images):
+    import keras
+
+    layer = _tfsm_layer(ctx)
     inputs = keras.Input(images.shape[1:])
     model = keras.Model(inputs, keras.layers.Dense(2)(layer(inputs)))
-    _compile(keras, model, run_eagerly=False)
+    _compile(keras, model, run_eagerly=True)
     predictions = model.predict(images, verbose=0)
     if predictions.shape != (len(images), 2):
         yield error(f"a Dense(2) head on TFSMLayer predicts shape {predictions.shape}")

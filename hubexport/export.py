@@ -124,9 +124,9 @@ def export(plan, output, overwrite=False, log=lambda message: None):
     try:
         _chmod_like_mkdir(staging)
         log("Tracing and saving")
-        backbone = _save(model, plan, staging)
+        reference = _save(model, plan, staging)
         log("Reloading and comparing with the Keras model")
-        difference = verify(staging, backbone, plan)
+        difference = verify(staging, reference, plan)
         _write_provenance(staging, plan, difference)
         _install(staging, output, overwrite)
     except BaseException:
@@ -148,27 +148,33 @@ def _check_output(output, overwrite):
 
 
 def _save(model, plan, directory):
-    """Saves the reusable SavedModel; returns the traced backbone."""
+    """Saves the reusable SavedModel; returns the reference trace (see verify)."""
     import tensorflow as tf
+    from tensorflow.python.saved_model import save_context
 
     from hubexport import reusable
 
     height, width = plan.input_hw
-    root, signatures, backbone = reusable.make_root(
-        model, plan.architecture.preprocessing, plan.task, height, width
-    )
-    # Custom gradients (swish in EfficientNet, ...) must be saved, or the
-    # reloaded model cannot be differentiated; `hubexport check` found that.
-    tf.saved_model.save(root, directory, signatures=signatures)
-    return backbone
+    # A tf.function traced outside a save context is traced again inside one
+    # (the context's variable policy is part of the cache key), so the model
+    # is traced where tf.saved_model.save will look for the traces. Custom
+    # gradients (swish in EfficientNet, ...) must be saved, or the reloaded
+    # model cannot be differentiated; `hubexport check` found that.
+    options = tf.saved_model.SaveOptions()
+    with save_context.save_context(options):
+        root, signatures, reference = reusable.make_root(
+            model, plan.architecture.preprocessing, plan.task, height, width
+        )
+    tf.saved_model.save(root, directory, signatures=signatures, options=options)
+    return reference
 
 
-def verify(directory, backbone, plan, seed=0):
+def verify(directory, reference, plan, seed=0):
     """Reloads `directory` and compares every endpoint with the Keras model.
 
     The reference is what a Keras user computes by hand:
     model(keras.applications.<module>.preprocess_input(255 * images)), with the
-    model traced as a graph (`backbone`, the same trace the export calls):
+    model traced as a graph (`reference`, the trace the export calls):
     eager and graph execution fuse ops differently, and deep randomly
     initialized networks (EfficientNetV2L at 32x32) amplify that rounding to
     O(1) differences. Returns the largest relative difference; raises
@@ -184,7 +190,7 @@ def verify(directory, backbone, plan, seed=0):
         0.0, 1.0, (_VERIFY_BATCH, size, size, 3)
     ).astype("float32")
     reference_input = plan.architecture.reference_preprocess_input()(255.0 * images)
-    expected = backbone(tf.constant(reference_input), False).numpy()
+    expected = reference(tf.constant(reference_input)).numpy()
     expected_shape = (_VERIFY_BATCH, plan.architecture.output_size(plan.task))
     if expected.shape != expected_shape:
         raise VerificationError(

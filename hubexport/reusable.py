@@ -48,10 +48,11 @@ def _loss_function(regularizer, variable):
 
 
 def make_root(model, preprocessing, task, height=None, width=None):
-    """Returns (root, signatures, backbone).
+    """Returns (root, signatures, reference).
 
-    `root` and `signatures` are ready for `tf.saved_model.save`; `backbone(x,
-    training)` is the traced model on already preprocessed input.
+    `root` and `signatures` are ready for `tf.saved_model.save`;
+    `reference(x)` is the model's own training=False trace, the one
+    `__call__` calls, on already preprocessed input.
 
     Args:
       model: a built Keras 3 model taking preprocessed images and returning
@@ -105,7 +106,8 @@ def make_root(model, preprocessing, task, height=None, width=None):
     ]
     root.regularization_losses = _regularization_losses(model)
     signatures = {"serving_default": serving_default.get_concrete_function()}
-    return root, signatures, backbone
+    reference = backbone.get_concrete_function(spec, training=False)
+    return root, signatures, reference
 
 
 def unique_by_identity(variables):

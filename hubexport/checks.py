@@ -711,15 +711,25 @@ def deterministic(ctx):
 
 @check("C3")
 def batch_independent(ctx):
-    """A consumer's result for one image must not depend on what else is batched."""
+    """A consumer's result for one image must not depend on what else is batched.
+
+    The batch size stays the same and only the other examples change: kernels
+    differ between batch sizes, and a deep network with random weights
+    amplifies their rounding differences past any fixed tolerance
+    (EfficientNetV2L: 1.5e-2 between a batch of 1 and of 3), which is not
+    the dependence the clause forbids.
+    """
     if not ctx.determinism_difference() <= DETERMINISM_TOLERANCE:
         raise Skip("identical calls already differ (see deterministic)")
-    alone = ctx.infer(ctx.images()[:1])
-    difference = export.relative_difference(alone, ctx.reference_output()[:1])
+    images = ctx.images()
+    images[1:] = 1.0 - images[1:]
+    changed = ctx.infer(images)[:1]
+    difference = export.relative_difference(changed, ctx.reference_output()[:1])
     if not difference <= BATCH_TOLERANCE:
         yield error(
-            f"example 0 alone differs from example 0 in a batch of {BATCH} by "
-            f"{difference:.2e} (relative), more than {BATCH_TOLERANCE:.0e}",
+            f"example 0 changes by {difference:.2e} (relative), more than "
+            f"{BATCH_TOLERANCE:.0e}, when the other {BATCH - 1} examples of its "
+            "batch change",
             "use moving statistics, not batch statistics, when training=False",
         )
 
@@ -957,13 +967,35 @@ def _moved(variables, before):
 
 def _hub_model(hub, tf_keras, obj, hw, trainable):
     layer = hub.KerasLayer(obj, trainable=trainable)
-    model = tf_keras.Sequential([
+    model_class = tf_keras.Sequential if trainable else _head_only_class(tf_keras)
+    model = model_class([
         tf_keras.layers.InputLayer(input_shape=(*hw, 3)),
         layer,
         tf_keras.layers.Dense(2),
     ])
     _compile(tf_keras, model)
     return layer, model
+
+
+def _head_only_class(tf_keras):
+    """A Sequential whose fit step differentiates only model.trainable_variables.
+
+    The stock step does the same, but its tape also watches the frozen
+    backbone's variables (restored tf.Variables stay trainable), so an eager
+    step builds the gradient of the training=False trace that no weight needs:
+    most of hub_frozen's time. Which variables the step may change is the same.
+    """
+
+    class HeadOnly(tf_keras.Sequential):
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(self.trainable_variables)
+                loss = self.compute_loss(x, y, self(x, training=True))
+            self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+            return {"loss": loss}
+
+    return HeadOnly
 
 
 @check("K1")

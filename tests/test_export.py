@@ -295,3 +295,20 @@ def test_interrupt_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         export.export(plan, str(tmp_path / "model"))
     assert os.listdir(tmp_path) == []
+
+
+def test_grappler_is_off_only_inside_the_block():
+    import tensorflow as tf
+
+    from hubexport import grappler
+
+    def grappler_disabled():
+        return tf.config.optimizer.get_experimental_options().get(
+            "disable_meta_optimizer", False)
+
+    assert not grappler_disabled()
+    with pytest.raises(RuntimeError):
+        with grappler.disabled():
+            assert grappler_disabled()
+            raise RuntimeError("a failing export")
+    assert not grappler_disabled()

@@ -2,10 +2,10 @@
 
 The exporter's verification and the checker run each function of a model a
 few times on tiny batches, and TensorFlow optimizes every function the first
-time it runs it: for ConvNeXtBase at 32x32 that optimization was a third of
-`hubexport check` (40.7 s with it, 27.0 s without) and a quarter of the export
-(15.5 s, 11.8 s). Grappler rewrites how a graph runs, not what it computes,
-and the SavedModel stores the graphs unoptimized, so consumers still get it.
+time it runs it: for ConvNeXtBase at 32x32, `hubexport check` took 40-44 s
+with Grappler and 28-36 s without (several runs each). Grappler rewrites how
+a graph runs, not what it computes, and the SavedModel stores the graphs
+unoptimized, so consumers still get it.
 """
 
 import contextlib

@@ -3,9 +3,9 @@
 Run with `pytest -m catalog`. To fit CI, each model is exported at its
 architecture's minimum size with weights=none (the full-size catalog is
 `hubexport export_all --config_dir=export_configs --output_dir=DIR`, see
-README.md). HUBEXPORT_SHARD=I/N runs every N-th config starting at I (odd shards
-in reverse order), so CI can run two shards side by side; HUBEXPORT_REPORTS=DIR writes each model's
-`hubexport check` JUnit report there.
+README.md). HUBEXPORT_SHARD=I/N runs every N-th config starting at I (odd
+shards in reverse order), so CI can run two shards side by side;
+HUBEXPORT_REPORTS=DIR writes each model's `hubexport check` JUnit report there.
 
 Each model is exported and checked in a child process: a long-lived
 TensorFlow process keeps memory that a freed model used (RSS grew past

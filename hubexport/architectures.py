@@ -40,18 +40,23 @@ class Architecture:
     free_size: bool
     num_features: int
     imagenet_head_fixed: bool = True
+    library: str = "keras"  # "keras" (Keras 3) or "tf_keras" (only it ships the model).
+
+    def keras_module(self):
+        """The module that builds this architecture: keras or tf_keras."""
+        import importlib
+
+        return importlib.import_module(self.library)
 
     def constructor(self):
-        import keras
-
-        return getattr(keras.applications, self.name)
+        return getattr(self.keras_module().applications, self.name)
 
     def reference_preprocess_input(self):
         """Keras' own preprocess_input for this architecture (0..255 RGB in)."""
         import importlib
 
         return importlib.import_module(
-            f"keras.applications.{self.module}"
+            f"{self.library}.applications.{self.module}"
         ).preprocess_input
 
     def input_hw(self, task, image_size):

@@ -78,11 +78,9 @@ def plan(architecture, task, image_size=None, weights="imagenet"):
 
 def build_model(plan, log=lambda message: None):
     """The Keras 3 model behind the export: topless+avg pool, or logits."""
-    import keras
-
     # Fresh layer names, so weights files match by name however many models
     # this process has built before.
-    keras.backend.clear_session()
+    plan.architecture.keras_module().backend.clear_session()
     height, width = plan.input_hw
     kwargs = dict(weights=plan.weights.keras_argument, input_shape=(height, width, 3))
     if plan.task == "feature_vector":

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from hubexport import export
-from hubexport import graph_scan
+from hubexport import graph_scan, serving
+from hubexport import labels as labels_lib
 from hubexport.errors import summarize
 from hubexport.reports import Finding
 from hubexport.reusable import OUTPUT_KEYS, unique_by_identity
@@ -850,6 +851,65 @@ def probability_finding(outputs):
         f"all {outputs.size} outputs are in [0, 1]: maybe a sigmoid's probabilities "
         "rather than logits",
         hint,
+    )
+
+
+@check("C4")
+def top_k_labels(ctx):
+    """An optional top_k signature names the top classes, one label per class."""
+    signature = getattr(ctx.model(), "signatures", {}).get(serving.TOP_K_SIGNATURE)
+    if signature is None:
+        raise Skip("no top_k signature (optional; hubexport export --labels adds one)")
+    logits = ctx.reference_output()
+    path = os.path.join(ctx.path, labels_lib.ASSET_PATH)
+    hint = (f"store one label per class, in class order, as {labels_lib.ASSET_PATH} "
+            "and return them from top_k")
+    try:
+        labels = labels_lib.read(path)
+    except Exception as e:
+        yield error(f"top_k has no usable {labels_lib.ASSET_PATH}: {summarize(e)}", hint)
+        return
+    if len(labels) != logits.shape[1]:
+        yield error(
+            f"{labels_lib.ASSET_PATH} has {len(labels)} labels but the model has "
+            f"{logits.shape[1]} classes", hint)
+        return
+    outputs = signature(images=tf.constant(ctx.images()))
+    if set(outputs) != {"labels", "confidences"}:
+        yield error(f"top_k returns {sorted(outputs)}; expected labels and confidences", hint)
+        return
+    names, confidences = outputs["labels"].numpy(), outputs["confidences"].numpy()
+    if names.shape != confidences.shape or names.shape[0] != len(logits):
+        yield error(f"top_k returns labels {names.shape} and confidences "
+                    f"{confidences.shape} for a batch of {len(logits)}", hint)
+        return
+    activation, problem = _top_k_activation(ctx, logits, confidences, labels, names)
+    if problem:
+        yield error(f"top_k {problem}", hint)
+    else:
+        yield info(f"top_k: {names.shape[1]} of {len(labels)} labels by {activation}")
+
+
+def _top_k_activation(ctx, logits, confidences, labels, names):
+    """(the activation top_k applies, or None and what is wrong)."""
+    if np.any(np.diff(confidences, axis=1) > 1e-6):
+        return None, "confidences are not sorted, most confident first"
+    documented = ctx.provenance.get("multi_label")
+    candidates = {True: ["sigmoid"], False: ["softmax"]}.get(documented, ["softmax", "sigmoid"])
+    k = confidences.shape[1]
+    for activation in candidates:
+        probabilities = serving.ACTIVATIONS[activation](logits).numpy()
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        wanted = np.take_along_axis(probabilities, order, axis=1)
+        if not np.allclose(confidences, wanted, rtol=1e-4, atol=1e-6):
+            continue
+        tied = np.isclose(confidences[:, :, None], wanted[:, None, :], rtol=1e-6).sum(axis=2) > 1
+        expected = np.array(labels, dtype=object)[order].astype(str)
+        if not np.all((names.astype(str) == expected) | tied):
+            return None, f"labels are not {labels_lib.ASSET_PATH}'s names of the top classes"
+        return activation, None
+    return None, (
+        f"confidences are not the {' or '.join(candidates)} of the logits of __call__"
     )
 
 

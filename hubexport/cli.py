@@ -3,6 +3,11 @@
 Usage:
   hubexport export --architecture=MobileNetV2 --task=feature_vector
       --image_size=224 --weights=none --output=DIR [--overwrite]
+  hubexport export --keras_model=FILE.keras|FILE.h5 --preprocessing=MODE
+      --task=classification [--labels=FILE [--top_k=5]] [--multi_label]
+      [--custom_objects=MODULE] --output=DIR
+      (also with --architecture; --task=feature_vector takes
+      [--feature_layer=NAME] [--pooling=avg|max])
   hubexport export --config=export_configs/NAME.toml --output=DIR
       (flags given beside --config override the file)
   hubexport export_all --config_dir=export_configs --output_dir=DIR
@@ -32,6 +37,31 @@ COMMANDS = ("export", "export_all", "check")
 
 _ARCHITECTURE = flags.DEFINE_string(
     "architecture", None, "A keras.applications name, e.g. MobileNetV2.")
+_KERAS_MODEL = flags.DEFINE_string(
+    "keras_model", None,
+    "export: your own model instead of --architecture: a .keras or Keras 2 .h5 file.")
+_PREPROCESSING = flags.DEFINE_string(
+    "preprocessing", None,
+    "export --keras_model: the input the model expects: caffe, tf, torch (as in "
+    "keras.applications), raw255 (0..255 RGB) or unit ([0, 1] RGB).")
+_CUSTOM_OBJECTS = flags.DEFINE_string(
+    "custom_objects", None,
+    "export --keras_model: a Python module defining the model's custom layers.")
+_LABELS = flags.DEFINE_string(
+    "labels", None,
+    "export classification: a text file, one label per line (line 1 = class 0); "
+    "adds assets/labels.txt and the top_k signature.")
+_TOP_K = flags.DEFINE_integer(
+    "top_k", None, "export with --labels: how many classes top_k returns (default 5).")
+_MULTI_LABEL = flags.DEFINE_boolean(
+    "multi_label", False,
+    "export classification: the logits are for a sigmoid (independent classes), "
+    "not a softmax; implied by a model whose last layer applies sigmoid.")
+_FEATURE_LAYER = flags.DEFINE_string(
+    "feature_layer", None,
+    "export feature_vector: export this named layer's output (e.g. block4_pool).")
+_POOLING = flags.DEFINE_string(
+    "pooling", None, "export feature_vector: avg (default) or max global pooling.")
 _TASK = flags.DEFINE_string(
     "task", None,
     f"export: one of {', '.join(architectures.TASKS)}; check: auto (default: "
@@ -62,12 +92,15 @@ _ALLOW_UNSAFE_OPS = flags.DEFINE_boolean(
     "check: run models whose graphs touch files, processes or the network "
     "(reported as a warning instead of an error).")
 
-_FLAGS = (_ARCHITECTURE, _TASK, _IMAGE_SIZE, _WEIGHTS, _OUTPUT, _OVERWRITE,
+_EXPORT_SETTINGS = ("architecture", "task", "image_size", "weights", "keras_model",
+                    "preprocessing", "custom_objects", "labels", "top_k",
+                    "multi_label", "feature_layer", "pooling")
+_FLAGS = (_ARCHITECTURE, _KERAS_MODEL, _PREPROCESSING, _CUSTOM_OBJECTS, _LABELS,
+          _TOP_K, _MULTI_LABEL, _FEATURE_LAYER, _POOLING, _TASK, _IMAGE_SIZE, _WEIGHTS, _OUTPUT, _OVERWRITE,
           _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _JSON_REPORT, _JUNIT_XML, _STRICT,
           _ALLOW_UNSAFE_OPS)
 _ONLY_FOR = {
-    "export": {"architecture", "task", "output", "config", "image_size",
-               "weights", "overwrite"},
+    "export": {"output", "config", "overwrite", *_EXPORT_SETTINGS},
     "export_all": {"config_dir", "output_dir", "image_size", "weights",
                    "overwrite"},
     "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops"},
@@ -81,16 +114,17 @@ def _say(message):
 def _export():
     overrides = {
         name: flags.FLAGS[name].value
-        for name in ("architecture", "task", "image_size", "weights")
+        for name in _EXPORT_SETTINGS
         if flags.FLAGS[name].present
     }
     settings = config_lib.load(_CONFIG.value) if _CONFIG.value else {}
     settings.update(overrides)
-    missing = [k for k in ("architecture", "task") if k not in settings]
-    if missing:
+    if "architecture" not in settings and "keras_model" not in settings:
         raise UserError(
-            f"export needs --{' and --'.join(missing)} (or --config=FILE); "
+            "export needs --architecture=NAME or --keras_model=PATH (or --config=FILE); "
             "e.g. --architecture=MobileNetV2 --task=feature_vector")
+    if "task" not in settings:
+        raise UserError("export needs --task=feature_vector or --task=classification")
     if not _OUTPUT.value:
         raise UserError("export needs --output=DIR, the SavedModel to write")
     from hubexport import export

@@ -13,11 +13,20 @@ from hubexport.errors import UserError
 
 KEYS = {
     "architecture": str,
+    "keras_model": str,
     "task": str,
     "image_size": int,
     "weights": str,
+    "preprocessing": str,
+    "custom_objects": str,
+    "labels": str,
+    "top_k": int,
+    "multi_label": bool,
+    "feature_layer": str,
+    "pooling": str,
 }
-REQUIRED = ("architecture", "task")
+REQUIRED = ("task",)
+PATHS = ("keras_model", "labels", "weights")  # Relative to the config's directory.
 
 
 def load(path):
@@ -37,15 +46,21 @@ def load(path):
         )
     for key, value in data.items():
         expected = KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, expected):
+        if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
             raise UserError(
                 f"{path}: {key} must be a {expected.__name__}; "
                 f"received {value!r}"
             )
     missing = [key for key in REQUIRED if key not in data]
+    if ("architecture" in data) == ("keras_model" in data):
+        missing.insert(0, "architecture or keras_model (exactly one)")
     if missing:
         raise UserError(f"{path}: missing {', '.join(missing)}; required: "
-                        f"{', '.join(REQUIRED)}")
+                        f"{', '.join(REQUIRED)} and one of architecture, keras_model")
+    here = os.path.dirname(os.path.abspath(path))
+    for key in PATHS:
+        if key in data and not (key == "weights" and data[key].lower() in ("imagenet", "none")):
+            data[key] = os.path.join(here, os.path.expanduser(data[key]))
     return data
 
 

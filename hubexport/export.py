@@ -19,7 +19,8 @@ import tempfile
 import time
 import warnings
 
-from hubexport import architectures, grappler
+from hubexport import architectures, grappler, own_model
+from hubexport import labels as labels_lib
 from hubexport import weights as weights_lib
 from hubexport.errors import UserError, summarize
 
@@ -32,24 +33,56 @@ class VerificationError(RuntimeError):
     """The reloaded SavedModel does not compute what the Keras model computes."""
 
 
+POOLINGS = ("avg", "max")
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """A validated export request; building it does not import TensorFlow."""
+    """A validated export request; building it does not import TensorFlow.
 
-    architecture: architectures.Architecture
+    The source is an `architecture` (a row of the table) or a `keras_model`
+    (a user's own model file); exactly one is set.
+    """
+
+    architecture: architectures.Architecture | None
     task: str
-    image_size: int
+    image_size: int | None  # None: an own model's own size (224 if it is free).
     weights: weights_lib.Weights
+    keras_model: own_model.OwnModel | None = None
+    labels: tuple | None = None
+    top_k: int = 5
+    multi_label: bool = False
+    feature_layer: str | None = None
+    pooling: str = "avg"
 
     @property
-    def input_hw(self):
-        return self.architecture.input_hw(self.task, self.image_size)
+    def name(self):
+        return self.architecture.name if self.architecture else self.keras_model.name
+
+    @property
+    def preprocessing(self):
+        source = self.architecture or self.keras_model
+        return source.preprocessing
 
     def describe(self):
-        return (
-            f"{self.architecture.name} {self.task} at "
-            f"{self.image_size}x{self.image_size}"
-        )
+        layer = f" ({self.feature_layer})" if self.feature_layer else ""
+        size = f" at {self.image_size}x{self.image_size}" if self.image_size else ""
+        return f"{self.name} {self.task}{layer}{size}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """The Keras model behind an export, and the facts its build settled."""
+
+    model: object  # Preprocessed images -> float [batch, N].
+    input_hw: tuple  # The signature's (height, width); None where free.
+    size: tuple  # (height, width) of the verification and of raw-image serving.
+    output_size: int
+    activation: str | None  # Classification: "softmax" or "sigmoid".
+    batch_norm_momentum: float | None  # __call__'s keyword default; None: none.
+    # What the model computes as saved (own classifiers: with the activation
+    # the export removed), on preprocessed input; None when not comparable.
+    as_saved: object = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,53 +92,227 @@ class Result:
     max_relative_difference: float
 
 
-def plan(architecture, task, image_size=None, weights="imagenet"):
-    """Validates a request; raises UserError with the fix if it is refused."""
-    arch = architectures.lookup(architecture)
+def plan(architecture=None, task=None, image_size=None, weights=None, *,
+         keras_model=None, preprocessing=None, custom_objects=None, labels=None,
+         top_k=None, multi_label=False, feature_layer=None, pooling=None):
+    """Validates a request; raises UserError with the fix if it is refused.
+
+    `labels` is the path of a labels file; the other arguments are the CLI
+    flags of the same names.
+    """
+    if (architecture is None) == (keras_model is None):
+        raise UserError(
+            "pass exactly one of --architecture=NAME (a Keras application) and "
+            "--keras_model=PATH (your own .keras or .h5 model)"
+        )
     architectures.check_task(task)
-    if image_size is None:
-        image_size = arch.default_size
-    if isinstance(image_size, bool) or not isinstance(image_size, int):
+    _only_for("classification", task, labels=labels, top_k=top_k, multi_label=multi_label)
+    _only_for("feature_vector", task, feature_layer=feature_layer, pooling=pooling)
+    if top_k is not None and labels is None:
+        raise UserError("--top_k needs --labels=FILE (the top_k signature returns label names)")
+    if pooling is not None and pooling not in POOLINGS:
+        raise UserError(f"--pooling={pooling} is unknown; allowed: {', '.join(POOLINGS)}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
         raise UserError(
             f"image_size must be a whole number of pixels; received {image_size!r}"
         )
-    parsed = weights_lib.parse(weights)
+    top_k = 5 if top_k is None else top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise UserError(f"--top_k must be a whole number of at least 1; received {top_k!r}")
+    read_labels = labels_lib.read(labels) if labels is not None else None
+    options = dict(task=task, labels=read_labels, top_k=top_k,
+                   multi_label=bool(multi_label), feature_layer=feature_layer,
+                   pooling=pooling or "avg")
+    if keras_model is not None:
+        if weights is not None:
+            raise UserError(
+                "--weights does not apply to --keras_model (its weights are in the "
+                "file); drop --weights"
+            )
+        source = own_model.parse(keras_model, preprocessing, custom_objects)
+        return Plan(None, image_size=image_size, weights=weights_lib.Weights("file", source.path,
+                    source.sha256), keras_model=source, **options)
+    for flag, value in (("preprocessing", preprocessing), ("custom_objects", custom_objects)):
+        if value is not None:
+            raise UserError(
+                f"--{flag} applies only to --keras_model; {architecture} has its "
+                "own (see the architecture table); drop it"
+            )
+    arch = architectures.lookup(architecture)
+    image_size = arch.default_size if image_size is None else image_size
+    parsed = weights_lib.parse("imagenet" if weights is None else weights)
     problem = arch.size_problem(task, image_size, parsed.source == "imagenet")
     if problem:
         raise UserError(problem)
-    return Plan(arch, task, image_size, parsed)
+    if task == "classification":
+        _check_labels(read_labels, top_k, architectures.IMAGENET_CLASSES, arch.name)
+    return Plan(arch, image_size=image_size, weights=parsed, **options)
+
+
+def _only_for(task, requested, **values):
+    for flag, value in values.items():
+        if value not in (None, False) and requested != task:
+            raise UserError(
+                f"--{flag} applies only to --task={task}; drop it or use that task"
+            )
+
+
+def _check_labels(labels, top_k, num_classes, source):
+    labels_lib.check_count(labels, num_classes, source)
+    if labels is not None and top_k > num_classes:
+        raise UserError(
+            f"--top_k={top_k} is more than the {num_classes} classes of {source}; "
+            f"allowed: 1 to {num_classes}"
+        )
 
 
 def build_model(plan, log=lambda message: None):
-    """The Keras 3 model behind the export: topless+avg pool, or logits."""
+    """The Keras model behind the export, as a Built."""
+    if plan.keras_model is not None:
+        built = _build_own_model(plan, log)
+    else:
+        built = _build_application(plan, log)
+    if plan.task == "classification":
+        _check_labels(plan.labels, plan.top_k, built.output_size, plan.name)
+    return built
+
+
+def _build_application(plan, log):
+    arch = plan.architecture
+    keras = arch.keras_module()
     # Fresh layer names, so weights files match by name however many models
     # this process has built before.
-    plan.architecture.keras_module().backend.clear_session()
-    height, width = plan.input_hw
+    keras.backend.clear_session()
+    height, width = arch.input_hw(plan.task, plan.image_size)
     kwargs = dict(weights=plan.weights.keras_argument, input_shape=(height, width, 3))
-    if plan.task == "feature_vector":
-        kwargs.update(include_top=False, pooling="avg")
-    else:
+    if plan.task == "classification":
         kwargs.update(include_top=True, classifier_activation=None)
+    elif plan.feature_layer:
+        kwargs.update(include_top=False)
+    else:
+        kwargs.update(include_top=False, pooling=plan.pooling)
+    model = _construct(plan, kwargs, log)
+    if plan.weights.source == "file":
+        weights_lib.load_file(model, plan.weights, plan.describe())
+    input_hw = (height, width)
+    if plan.feature_layer:
+        if plan.feature_layer not in {layer.name for layer in model.layers}:
+            # Layers of the classifier (VGG's fc1, ...) exist only in the full
+            # model, which has a fixed size.
+            kwargs.update(include_top=True, classifier_activation=None,
+                          input_shape=(plan.image_size, plan.image_size, 3))
+            keras.backend.clear_session()
+            model = _construct(plan, kwargs, log)
+            if plan.weights.source == "file":
+                weights_lib.load_file(model, plan.weights, plan.describe())
+            input_hw = (plan.image_size, plan.image_size)
+        model = _feature_model(keras, *own_model.find_layer(model, plan.feature_layer),
+                               plan.pooling)
+    activation = "softmax" if plan.task == "classification" else None
+    return _built(plan, model, input_hw, activation, log)
+
+
+def _construct(plan, kwargs, log):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = plan.architecture.constructor()(**kwargs)
         for warning in caught:
             log(f"note from Keras: {warning.message}")
+        return model
     except Exception as e:
         offline = weights_lib.offline_error(plan.architecture.name, e)
         if offline:
             raise offline from None
         if isinstance(e, ValueError):
-            raise UserError(
-                f"Keras refuses {plan.describe()}: "
-                f"{summarize(e)}"
-            ) from None
+            raise UserError(f"Keras refuses {plan.describe()}: {summarize(e)}") from None
         raise
-    if plan.weights.source == "file":
-        weights_lib.load_file(model, plan.weights, plan.describe())
-    return model
+
+
+def _feature_model(keras, container, layer, pooling):
+    """container's input -> `layer`'s output, pooled to [batch, N] if it is a map."""
+    output = layer.output
+    if len(output.shape) == 4:
+        pool = {"avg": keras.layers.GlobalAveragePooling2D,
+                "max": keras.layers.GlobalMaxPooling2D}[pooling]
+        output = pool(name=f"{pooling}_pool_{layer.name}")(output)
+    elif len(output.shape) != 2:
+        raise UserError(
+            f"--feature_layer={layer.name} outputs shape {tuple(output.shape)}; allowed: "
+            "a layer whose output is [batch, height, width, channels] (pooled) or "
+            "[batch, features]"
+        )
+    return keras.Model(container.inputs, output)
+
+
+def _build_own_model(plan, log):
+    import keras
+    import tensorflow as tf
+
+    model = own_model.load(plan.keras_model)
+    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if shape is None or len(shape) != 4 or shape[-1] != 3:
+        raise UserError(
+            f"--keras_model={plan.keras_model.path} takes input of shape {model.input_shape}; "
+            "allowed: one input [batch, height, width, 3] (RGB images, channels last)"
+        )
+    input_hw = shape[1:3]
+    if plan.image_size and None not in input_hw and plan.image_size != max(input_hw):
+        raise UserError(
+            f"--image_size={plan.image_size} does not fit the model, which takes "
+            f"{input_hw[0]}x{input_hw[1]} images; drop --image_size"
+        )
+    size = tuple(d or plan.image_size or 224 for d in input_hw)
+    as_saved = tf.function(lambda x: model(x, training=False), autograph=False).get_concrete_function(
+        tf.TensorSpec([None, *input_hw, 3], tf.float32))
+    activation = None
+    if plan.task == "classification":
+        if len(model.output_shape) != 2:
+            raise UserError(
+                f"--keras_model={plan.keras_model.path} outputs shape {model.output_shape}; "
+                "a classifier must output [batch, classes]"
+            )
+        model, removed = own_model.without_activation(model)
+        if removed == "softmax" and plan.multi_label:
+            raise UserError(
+                "--multi_label contradicts the model's last layer, which applies softmax "
+                "(one class per image); drop --multi_label"
+            )
+        if removed:
+            log(f"Removed the last layer's {removed}: the export returns logits")
+        activation = "sigmoid" if removed == "sigmoid" or plan.multi_label else "softmax"
+    elif plan.feature_layer:
+        model = _feature_model(keras, *own_model.find_layer(model, plan.feature_layer),
+                               plan.pooling)
+        as_saved = None
+    elif len(model.output_shape) == 4:
+        model = _feature_model(keras, model, model.layers[-1], plan.pooling)
+        as_saved = None
+    elif len(model.output_shape) != 2:
+        raise UserError(
+            f"--keras_model={plan.keras_model.path} outputs shape {model.output_shape}; "
+            "a feature vector must be [batch, features] (or a map, pooled); pass "
+            "--feature_layer=NAME to export another layer"
+        )
+    return _built(plan, model, input_hw, activation, log, size=size, as_saved=as_saved)
+
+
+def _built(plan, model, input_hw, activation, log, size=None, as_saved=None):
+    from hubexport import reusable
+
+    momenta = {float(layer.momentum) for layer in reusable.batch_norm_layers(model)}
+    if len(momenta) > 1:
+        log(f"No batch_norm_momentum keyword: the batch norm layers use {sorted(momenta)}")
+    return Built(
+        model=model,
+        input_hw=tuple(input_hw),
+        size=size or tuple(d or plan.image_size for d in input_hw),
+        output_size=int(model.output_shape[-1]),
+        activation=activation,
+        batch_norm_momentum=momenta.pop() if len(momenta) == 1 else None,
+        as_saved=as_saved,
+    )
 
 
 def export(plan, output, overwrite=False, log=lambda message: None):
@@ -115,18 +322,18 @@ def export(plan, output, overwrite=False, log=lambda message: None):
     start = time.monotonic()
 
     log(f"Building {plan.describe()} (weights: {plan.weights.describe()})")
-    model = build_model(plan, log)
+    built = build_model(plan, log)
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
     try:
         _chmod_like_mkdir(staging)
         log("Tracing and saving")
-        reference = _save(model, plan, staging)
+        reference = _save(built, plan, staging)
         log("Reloading and comparing with the Keras model")
         with grappler.disabled():
-            difference = verify(staging, reference, plan)
-        _write_provenance(staging, plan, difference)
+            difference = verify(staging, reference, plan, built)
+        _write_provenance(staging, plan, built, difference)
         _install(staging, output, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -146,29 +353,38 @@ def _check_output(output, overwrite):
         raise UserError(f"--output={output} is a file; pass a directory path")
 
 
-def _save(model, plan, directory):
+def _save(built, plan, directory):
     """Saves the reusable SavedModel; returns the reference trace (see verify)."""
     import tensorflow as tf
     from tensorflow.python.saved_model import save_context
 
     from hubexport import reusable
 
-    height, width = plan.input_hw
+    height, width = built.input_hw
     # A tf.function traced outside a save context is traced again inside one
     # (the context's variable policy is part of the cache key), so the model
     # is traced where tf.saved_model.save will look for the traces. Custom
     # gradients (swish in EfficientNet, ...) must be saved, or the reloaded
     # model cannot be differentiated; `hubexport check` found that.
     options = tf.saved_model.SaveOptions()
-    with save_context.save_context(options):
-        root, signatures, reference = reusable.make_root(
-            model, plan.architecture.preprocessing, plan.task, height, width
+    with tempfile.TemporaryDirectory() as scratch:
+        extras = reusable.Extras(
+            serving_size=built.size,
+            labels=plan.labels,
+            top_k=plan.top_k,
+            activation=built.activation or "softmax",
+            batch_norm_momentum=built.batch_norm_momentum,
+            labels_path=labels_lib.write(plan.labels, scratch) if plan.labels else None,
         )
-    tf.saved_model.save(root, directory, signatures=signatures, options=options)
+        with save_context.save_context(options):
+            root, signatures, reference = reusable.make_root(
+                built.model, plan.preprocessing, plan.task, height, width, extras
+            )
+        tf.saved_model.save(root, directory, signatures=signatures, options=options)
     return reference
 
 
-def verify(directory, reference, plan, seed=0):
+def verify(directory, reference, plan, built, seed=0):
     """Reloads `directory` and compares every endpoint with the Keras model.
 
     The reference is what a Keras user computes by hand:
@@ -176,52 +392,101 @@ def verify(directory, reference, plan, seed=0):
     model traced as a graph (`reference`, the trace the export calls):
     eager and graph execution fuse ops differently, and deep randomly
     initialized networks (EfficientNetV2L at 32x32) amplify that rounding to
-    O(1) differences. Returns the largest relative difference; raises
-    VerificationError above TOLERANCE.
+    O(1) differences. An own model is also compared as it was saved (with the
+    activation the export removed, applied again to the export's logits).
+    The top_k and raw-image signatures are compared with __call__ on the same
+    images. Returns the largest relative difference; raises VerificationError
+    above TOLERANCE.
     """
     import numpy as np
     import tensorflow as tf
 
-    from hubexport import reusable
+    from hubexport import reusable, serving
 
-    size = plan.image_size
-    images = np.random.default_rng(seed).uniform(
-        0.0, 1.0, (_VERIFY_BATCH, size, size, 3)
-    ).astype("float32")
-    reference_input = plan.architecture.reference_preprocess_input()(255.0 * images)
-    expected = reference(tf.constant(reference_input)).numpy()
-    expected_shape = (_VERIFY_BATCH, plan.architecture.output_size(plan.task))
-    if expected.shape != expected_shape:
+    height, width = built.size
+    pixels = np.random.default_rng(seed).integers(
+        0, 256, (_VERIFY_BATCH, height, width, 3), dtype=np.uint8)
+    images = pixels.astype("float32") / 255.0
+    source = plan.architecture or plan.keras_model
+    reference_input = tf.constant(source.reference_preprocess_input()(255.0 * images))
+    expected = reference(reference_input).numpy()
+    if expected.shape != (_VERIFY_BATCH, built.output_size):
         raise VerificationError(
-            f"{plan.describe()} gives outputs of shape {expected.shape}, "
-            f"the architecture table says {expected_shape}"
+            f"{plan.describe()} gives outputs of shape {expected.shape}; "
+            f"expected {(_VERIFY_BATCH, built.output_size)}"
         )
+    if plan.architecture and not plan.feature_layer:
+        table = (_VERIFY_BATCH, plan.architecture.output_size(plan.task))
+        if expected.shape != table:
+            raise VerificationError(
+                f"{plan.describe()} gives outputs of shape {expected.shape}, "
+                f"the architecture table says {table}"
+            )
 
     loaded = tf.saved_model.load(directory)
     key = reusable.OUTPUT_KEYS[plan.task]
-    outputs = {
-        "__call__": loaded(images),
-        "serve": loaded.serve(images),
-        "serving_default": loaded.signatures["serving_default"](
-            images=tf.constant(images)
-        )[key],
+    call_output = loaded(images)
+    comparisons = {
+        "__call__": (call_output, expected),
+        "serve": (loaded.serve(images), expected),
+        "serving_default": (
+            loaded.signatures["serving_default"](images=tf.constant(images))[key], expected),
     }
+    if built.as_saved is not None:
+        as_saved = built.as_saved(reference_input).numpy()
+        activated = call_output
+        if built.activation and plan.keras_model:
+            activated = serving.ACTIVATIONS[built.activation](call_output)
+        comparisons["__call__ vs. the model as saved"] = (activated, as_saved)
+    signatures = loaded.signatures
+    if serving.UINT8_SIGNATURE in signatures:
+        encoded = tf.stack([tf.io.encode_png(p) for p in pixels])
+        for name, result in (
+            (serving.UINT8_SIGNATURE, signatures[serving.UINT8_SIGNATURE](images=tf.constant(pixels))),
+            (serving.BYTES_SIGNATURE, signatures[serving.BYTES_SIGNATURE](image_bytes=encoded)),
+        ):
+            comparisons[name] = (result[key], expected)
     worst = 0.0
-    for endpoint, actual in outputs.items():
+    for endpoint, (actual, wanted) in comparisons.items():
         actual = np.asarray(actual)
-        if actual.shape != expected.shape or actual.dtype != np.float32:
+        if actual.shape != wanted.shape or actual.dtype != np.float32:
             raise VerificationError(
                 f"{endpoint} of the SavedModel gives {actual.dtype} "
-                f"{actual.shape}; expected float32 {expected.shape}"
+                f"{actual.shape}; expected float32 {wanted.shape}"
             )
-        difference = relative_difference(actual, expected)
+        difference = relative_difference(actual, wanted)
         if not difference <= TOLERANCE:
             raise VerificationError(
                 f"{endpoint} of the SavedModel differs from the Keras model by "
                 f"{difference:.2e} (relative), more than {TOLERANCE:.0e}"
             )
         worst = max(worst, difference)
+    if plan.labels:
+        _verify_top_k(loaded, images, np.asarray(call_output), plan, built)
     return worst
+
+
+def _verify_top_k(loaded, images, logits, plan, built):
+    """top_k gives the labels and confidences of the k largest logits."""
+    import numpy as np
+
+    from hubexport import serving
+
+    result = loaded.signatures[serving.TOP_K_SIGNATURE](images=images)
+    confidences = serving.ACTIVATIONS[built.activation](logits).numpy()
+    order = np.argsort(-confidences, axis=1, kind="stable")[:, : plan.top_k]
+    wanted = np.take_along_axis(confidences, order, axis=1)
+    got = result["confidences"].numpy()
+    if got.shape != wanted.shape or not np.allclose(got, wanted, rtol=1e-4, atol=1e-6):
+        raise VerificationError(
+            f"top_k confidences {got.shape} differ from the {built.activation} of "
+            f"the logits {wanted.shape}"
+        )
+    labels = np.array(plan.labels, dtype=object)[order]
+    tied = np.isclose(got[:, :, None], wanted[:, None, :], rtol=1e-6).sum(axis=2) > 1
+    got_labels = result["labels"].numpy().astype(str)
+    if not np.all((got_labels == labels.astype(str)) | tied):
+        raise VerificationError("top_k labels do not name the classes of the largest logits")
 
 
 def relative_difference(actual, expected):
@@ -235,29 +500,48 @@ def relative_difference(actual, expected):
     return error / scale
 
 
-def provenance(plan, difference):
+def provenance(plan, built, difference):
     import keras
     import tensorflow as tf
 
     import hubexport
+    from hubexport import serving
 
     arch = plan.architecture
-    height, width = plan.input_hw
+    height, width = built.input_hw
+    signatures = ["serving_default"]
+    if plan.labels:
+        signatures.append(serving.TOP_K_SIGNATURE)
+    signatures += [serving.BYTES_SIGNATURE, serving.UINT8_SIGNATURE]
     return {
         "format": "hubexport-provenance/1",
-        "architecture": arch.name,
+        "architecture": arch.name if arch else None,
+        "source": {
+            "kind": "architecture" if arch else "keras_model",
+            "path": plan.keras_model.path if plan.keras_model else None,
+            "sha256": plan.keras_model.sha256 if plan.keras_model else None,
+        },
         "task": plan.task,
-        "image_size": plan.image_size,
+        "image_size": built.size[0] if built.size[0] == built.size[1] else list(built.size),
         "input": {
             "dtype": "float32",
             "shape": [None, height, width, 3],
             "range": [0.0, 1.0],
             "channels": "RGB",
-            "min_size": arch.min_size,
+            "min_size": arch.min_size if arch else None,
             "size_is_free": height is None,
         },
-        "preprocessing": arch.preprocessing,
-        "output": _output_description(plan),
+        "preprocessing": plan.preprocessing,
+        "feature_layer": plan.feature_layer,
+        "pooling": plan.pooling if plan.task == "feature_vector" else None,
+        "output": _output_description(plan, built),
+        "labels": {"count": len(plan.labels), "file": labels_lib.ASSET_PATH}
+        if plan.labels else None,
+        "multi_label": built.activation == "sigmoid",
+        "top_k": plan.top_k if plan.labels else None,
+        "signatures": signatures,
+        "serving_size": list(built.size),
+        "batch_norm_momentum": built.batch_norm_momentum,
         "weights": {
             "source": plan.weights.source,
             "path": plan.weights.path,
@@ -276,28 +560,36 @@ def provenance(plan, difference):
     }
 
 
-def _output_description(plan):
+def _output_description(plan, built):
     if plan.task == "feature_vector":
+        where = f"layer {plan.feature_layer}" if plan.feature_layer else "the last feature map"
         return {
             "key": "feature_vector",
-            "size": plan.architecture.num_features,
-            "meaning": "global average pool of the last feature map",
+            "size": built.output_size,
+            "meaning": f"global {'average' if plan.pooling == 'avg' else 'max'} pool of {where}",
         }
+    if plan.labels:
+        classes = f"the {built.output_size} classes of {labels_lib.ASSET_PATH}"
+    elif plan.architecture:
+        classes = ("the 1000 ImageNet classes, in Keras' class order "
+                   "(keras.applications.imagenet_utils.decode_predictions)")
+    else:
+        classes = f"{built.output_size} classes"
+    independent = built.activation == "sigmoid"
     return {
         "key": "logits",
-        "size": architectures.IMAGENET_CLASSES,
-        "meaning": "logits (before softmax) over the 1000 ImageNet classes, "
-        "in Keras' class order (keras.applications.imagenet_utils."
-        "decode_predictions)",
-        "activation": "softmax",
+        "size": built.output_size,
+        "meaning": f"logits (before {built.activation}) over {classes}"
+        + ("; each class is independent (multi-label)" if independent else ""),
+        "activation": built.activation,
     }
 
 
-def _write_provenance(directory, plan, difference):
+def _write_provenance(directory, plan, built, difference):
     path = os.path.join(directory, PROVENANCE_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(provenance(plan, difference), f, indent=2)
+        json.dump(provenance(plan, built, difference), f, indent=2)
         f.write("\n")
 
 

@@ -11,9 +11,10 @@ preprocess_input applied to 0..255 RGB):
     raw255  RGB in 0..255; the model rescales inside (EfficientNet/V2,
                     ConvNeXt, MobileNetV3, RegNet, ResNetRS).
     unit    RGB in [0, 1] as it is (own models trained on [0, 1]).
-"""
 
-import tensorflow as tf
+Importing this module does not import TensorFlow (the CLI validates
+--preprocessing against MODES before loading it).
+"""
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -23,6 +24,8 @@ MODES = ("caffe", "tf", "torch", "raw255", "unit")
 
 
 def _caffe(images):
+    import tensorflow as tf
+
     bgr = tf.reverse(images, axis=[-1]) * 255.0
     return bgr - tf.constant(_CAFFE_MEAN_BGR, dtype=images.dtype)
 
@@ -32,6 +35,8 @@ def _tf(images):
 
 
 def _torch(images):
+    import tensorflow as tf
+
     mean = tf.constant(_TORCH_MEAN, dtype=images.dtype)
     std = tf.constant(_TORCH_STD, dtype=images.dtype)
     return (images - mean) / std

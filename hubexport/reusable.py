@@ -13,6 +13,9 @@ and the `serving_default` signature for TF Serving (K3). All endpoints call
 the one traced `__call__`, so the graph of the model is stored once.
 """
 
+import contextlib
+import dataclasses
+
 import tensorflow as tf
 
 from hubexport import preprocessing as preprocessing_lib
@@ -47,7 +50,25 @@ def _loss_function(regularizer, variable):
     return loss
 
 
-def make_root(model, preprocessing, task, height=None, width=None):
+@dataclasses.dataclass(frozen=True)
+class Extras:
+    """The optional parts of an export (see hubexport.serving).
+
+    serving_size: (height, width) that raw images are resized to.
+    labels, top_k, activation: the top_k signature (classification with labels).
+    batch_norm_momentum: the default of __call__'s batch_norm_momentum keyword
+      (None: no keyword), which then drives every batch norm layer of the model.
+    """
+
+    serving_size: tuple
+    labels: tuple | None = None
+    top_k: int = 5
+    activation: str = "softmax"
+    batch_norm_momentum: float | None = None
+    labels_path: str | None = None  # A file holding `labels`, saved as an asset.
+
+
+def make_root(model, preprocessing, task, height=None, width=None, extras=None):
     """Returns (root, signatures, reference).
 
     `root` and `signatures` are ready for `tf.saved_model.save`;
@@ -55,28 +76,49 @@ def make_root(model, preprocessing, task, height=None, width=None):
     `__call__` calls, on already preprocessed input.
 
     Args:
-      model: a built Keras 3 model taking preprocessed images and returning
+      model: a built Keras model taking preprocessed images and returning
         [batch, N] (features or logits).
       preprocessing: a mode of hubexport.preprocessing.
       task: "feature_vector" or "classification".
       height, width: the fixed input size, or None where it is free.
+      extras: an Extras, or None for the contract's endpoints only.
     """
+    from hubexport import serving
+
     spec = image_spec(height, width)
     output_key = OUTPUT_KEYS[task]
+    momentum = extras.batch_norm_momentum if extras else None
+    batch_norms = batch_norm_layers(model) if momentum is not None else []
 
-    # The model on preprocessed input, traced once per value of training. The
-    # export's verification calls it directly, as the graph-mode reference.
+    # The model on preprocessed input, traced once per value of training (the
+    # momentum is a tensor, so every value shares the trace). The export's
+    # verification calls it directly, as the graph-mode reference.
     @tf.function(autograph=False)
-    def backbone(inputs, training):
-        return tf.cast(model(inputs, training=training), tf.float32)
+    def backbone(inputs, training, batch_norm_momentum=None):
+        with _momentum_of(batch_norms, batch_norm_momentum):
+            return tf.cast(model(inputs, training=training), tf.float32)
 
-    def call(images, training=False):
-        return backbone(preprocessing_lib.preprocess(images, preprocessing), training)
+    def backbone_call(images, training, batch_norm_momentum):
+        inputs = preprocessing_lib.preprocess(images, preprocessing)
+        if momentum is None:
+            return backbone(inputs, training)
+        return backbone(inputs, training, tf.convert_to_tensor(batch_norm_momentum, tf.float32))
+
+    if momentum is None:
+        def call(images, training=False):
+            return backbone_call(images, training, None)
+    else:
+        def call(images, training=False, batch_norm_momentum=momentum):
+            return backbone_call(images, training, batch_norm_momentum)
 
     call_fn = tf.function(call, autograph=False)
+    hyperparameters = [{}]
+    if momentum is not None:
+        hyperparameters.append({"batch_norm_momentum": tf.TensorSpec([], tf.float32)})
     traces = [
-        call_fn.get_concrete_function(spec, training=False),
-        call_fn.get_concrete_function(spec, training=True),
+        call_fn.get_concrete_function(spec, training=training, **hparams)
+        for hparams in hyperparameters
+        for training in (False, True)
     ]
 
     @tf.function(input_signature=[spec], autograph=False)
@@ -87,9 +129,11 @@ def make_root(model, preprocessing, task, height=None, width=None):
     def serve_training(images):
         return call_fn(images, training=True)
 
-    @tf.function(input_signature=[spec], autograph=False)
-    def serving_default(images):
-        return {output_key: call_fn(images, training=False)}
+    def serving_outputs(images):
+        outputs = {output_key: call_fn(images, training=False)}
+        if extras and extras.labels:
+            outputs.update(root.top_k(images))
+        return outputs
 
     variables = unique_by_identity([_tf_variable(v) for v in model.variables] + [
         v for trace in traces for v in trace.variables
@@ -105,9 +149,61 @@ def make_root(model, preprocessing, task, height=None, width=None):
         v for v in variables if id(v) in trainable_ids and v.trainable
     ]
     root.regularization_losses = _regularization_losses(model)
+    serving_default = tf.function(
+        lambda images: {output_key: call_fn(images, training=False)},
+        input_signature=[spec], autograph=False,
+    )
     signatures = {"serving_default": serving_default.get_concrete_function()}
-    reference = backbone.get_concrete_function(spec, training=False)
+    if extras and extras.labels:
+        root.top_k = serving.top_k_function(
+            call_fn, spec, extras.labels, extras.top_k, extras.activation)
+        root.labels_file = tf.saved_model.Asset(extras.labels_path)
+        signatures[serving.TOP_K_SIGNATURE] = root.top_k.get_concrete_function()
+    if extras:
+        from_bytes, from_uint8 = serving.raw_image_functions(serving_outputs, extras.serving_size)
+        signatures[serving.BYTES_SIGNATURE] = from_bytes.get_concrete_function()
+        signatures[serving.UINT8_SIGNATURE] = from_uint8.get_concrete_function()
+    if momentum is None:
+        reference = backbone.get_concrete_function(spec, training=False)
+    else:
+        concrete = backbone.get_concrete_function(
+            spec, training=False, batch_norm_momentum=tf.TensorSpec([], tf.float32))
+        reference = lambda inputs: concrete(inputs, batch_norm_momentum=tf.constant(momentum))  # noqa: E731
     return root, signatures, reference
+
+
+def batch_norm_layers(model):
+    """Every batch normalization layer of `model` (Keras 3 or tf_keras), nested too."""
+    import keras
+
+    kinds = [keras.layers.BatchNormalization]
+    try:
+        import tf_keras
+
+        kinds.append(tf_keras.layers.BatchNormalization)
+    except ImportError:
+        pass
+    return [layer for layer in _all_layers(model) if isinstance(layer, tuple(kinds))]
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+@contextlib.contextmanager
+def _momentum_of(layers, momentum):
+    """Sets every layer's momentum to the tensor `momentum` while tracing."""
+    saved = [layer.momentum for layer in layers]
+    try:
+        if momentum is not None:
+            for layer in layers:
+                layer.momentum = momentum
+        yield
+    finally:
+        for layer, value in zip(layers, saved):
+            layer.momentum = value
 
 
 def unique_by_identity(variables):

@@ -18,6 +18,7 @@ import shutil
 import keras
 import tensorflow as tf
 
+from hubexport import labels as hubexport_labels
 from hubexport import reusable
 
 FEATURES = 8
@@ -57,7 +58,20 @@ def good(path, task="feature_vector", height=None, width=None):
     tf.saved_model.save(root, path, signatures=signatures)
 
 
-good_classification = functools.partial(good, task="classification")
+def good_classification(path, labels_in_file=CLASSES):
+    """A classifier with labels: top_k, raw-image signatures, batch_norm_momentum."""
+    labels = tuple(f"class {i}" for i in range(CLASSES))
+    scratch = path + ".labels"
+    os.makedirs(scratch)
+    extras = reusable.Extras(
+        serving_size=(32, 32), labels=labels, top_k=3,
+        labels_path=hubexport_labels.write(labels[:labels_in_file], scratch),
+        batch_norm_momentum=0.99)
+    root, signatures, *_ = reusable.make_root(
+        tiny_model(CLASSES), "unit", "classification", extras=extras)
+    tf.saved_model.save(root, path, signatures=signatures)
+    shutil.rmtree(scratch)
+
 good_fixed_size = functools.partial(good, height=40, width=40)
 
 
@@ -372,6 +386,11 @@ def no_serve_training(path):
     _save(path, (root, signatures))
 
 
+def miscounted_labels(path):
+    """top_k_labels: assets/labels.txt names 4 of the 5 classes."""
+    good_classification(path, labels_in_file=CLASSES - 1)
+
+
 def serving_output_0(path):
     """serving_signature: the output key is Keras' default "output_0"."""
     model = tiny_model()
@@ -395,6 +414,7 @@ MUTANTS = {
     "output_finite": log_of_input,
     "feature_size_constant": size_dependent_features,
     "logits_not_probabilities": softmax_outputs,
+    "top_k_labels": miscounted_labels,
     "hyperparameters": hparam_inference_only,
     "training_gradients": stopped_gradients,
     "hub_fine_tuning": training_ignored,

@@ -82,7 +82,7 @@ def test_checks_have_unique_names_and_contract_clauses():
 def test_good_model_conforms(report_of):
     report = report_of("good", mutants.good)
     assert not report.fails(strict=True), reports.text([report])
-    assert levels(report, "skipped") == {"logits_not_probabilities"}
+    assert levels(report, "skipped") == {"logits_not_probabilities", "top_k_labels"}
     assert [r.check for r in report.results] == CHECK_NAMES
     assert report.task == "feature_vector"
     assert "serving_default output key 'feature_vector'" in report.task_source
@@ -94,6 +94,8 @@ def test_good_classifier_conforms(report_of):
     assert not report.fails(strict=True), reports.text([report])
     assert report.task == "classification"
     assert levels(report, "skipped") == {"feature_size_constant"}
+    assert "top_k: 3 of 5 labels by softmax" in messages(report, "top_k_labels")
+    assert "batch_norm_momentum=0.99" in messages(report, "hyperparameters")
 
 
 def test_fixed_size_model_conforms(report_of):
@@ -155,6 +157,7 @@ def test_mutants_are_minimal(check_name, report_of, targets):
     ("output_finite", "not finite (NaN or inf) for images of all zeros"),
     ("feature_size_constant", "8 features at 224x224 but 6 at 168x168"),
     ("logits_not_probabilities", "(a softmax); expected logits"),
+    ("top_k_labels", "assets/labels.txt has 4 labels but the model has 5 classes"),
     ("hyperparameters", "scale is not traced as a tensor with training=True"),
     ("training_gradients", "no gradient reaches 4 of 6 trainable variables"),
     ("hub_fine_tuning", "did not update any of the 2 batch-norm statistics"),

@@ -206,7 +206,7 @@ def test_weights_file_from_the_topless_model(keras, tmp_path):
     plan = export.plan("MobileNetV2", "feature_vector", 32, weights)
     result = export.export(plan, str(tmp_path / "model"))
     assert result.max_relative_difference < 1e-4
-    model = export.build_model(plan)
+    model = export.build_model(plan).model
     reference = reference_model(keras, "MobileNetV2", weights, "feature_vector", 32)
     for ours, theirs in zip(model.weights, reference.weights):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
@@ -234,7 +234,7 @@ def test_legacy_h5_weights_from_tf_keras(keras, tmp_path):
     path = str(tmp_path / "legacy.h5")
     legacy.save_weights(path)
     plan = export.plan("MobileNetV2", "feature_vector", 32, path)
-    model = export.build_model(plan)
+    model = export.build_model(plan).model
     np.testing.assert_array_equal(
         model.get_layer("Conv1").kernel.numpy(), legacy.get_layer("Conv1").kernel.numpy())
 
@@ -312,3 +312,61 @@ def test_grappler_is_off_only_inside_the_block():
             assert grappler_disabled()
             raise RuntimeError("a failing export")
     assert not grappler_disabled()
+
+
+# Intermediate features and the batch_norm_momentum keyword.
+
+
+def test_feature_layer_of_an_application_with_max_pooling(keras, tmp_path):
+    weights = save_random_weights(keras, str(tmp_path), "VGG19", include_top=False,
+                                  input_shape=(32, 32, 3))
+    plan = export.plan("VGG19", "feature_vector", 32, weights,
+                       feature_layer="block4_pool", pooling="max")
+    result = export.export(plan, str(tmp_path / "model"))
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    vgg = keras.applications.VGG19(weights=None, include_top=False, input_shape=(None, None, 3))
+    vgg.load_weights(weights)
+    images = np.random.default_rng(0).uniform(0, 1, (2, 48, 40, 3)).astype("float32")
+    inputs = keras.applications.vgg19.preprocess_input(255.0 * images)
+    features = np.max(keras.Model(vgg.input, vgg.get_layer("block4_pool").output)(inputs),
+                      axis=(1, 2))
+    loaded = tf.saved_model.load(result.path)
+    np.testing.assert_allclose(loaded(images).numpy(), features, rtol=1e-4, atol=1e-4)
+    info = export.read_provenance(result.path)
+    assert info["output"]["meaning"] == "global max pool of layer block4_pool"
+    assert (info["output"]["size"], info["input"]["size_is_free"]) == (512, True)
+
+
+def test_feature_layer_of_the_classifier_fixes_the_size(tmp_path):
+    plan = export.plan("VGG16", "feature_vector", 32, "none", feature_layer="fc2")
+    built = export.build_model(plan)
+    assert (built.input_hw, built.output_size) == ((32, 32), 4096)
+    with pytest.raises(UserError, match="--feature_layer=block9_pool is not a layer.*"
+                                        "did you mean block1_pool"):
+        export.build_model(export.plan("VGG16", "feature_vector", 32, "none",
+                                       feature_layer="block9_pool"))
+
+
+def test_batch_norm_momentum_sets_how_fast_statistics_follow_a_batch(mobilenet_fv):
+    """hub.KerasLayer(arguments=dict(batch_norm_momentum=m)): a training call
+    moves each moving mean by (1 - m) of its distance to the batch mean."""
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    info = export.read_provenance(mobilenet_fv)
+    assert info["batch_norm_momentum"] == 0.999  # MobileNetV2's own.
+    images = tf.constant(np.random.default_rng(0).uniform(0, 1, (4, 64, 64, 3)),
+                         tf.float32)
+    steps = {}
+    for momentum in (0.0, 0.5, 0.999):
+        layer = hub.KerasLayer(mobilenet_fv, trainable=True,
+                               arguments=dict(batch_norm_momentum=momentum))
+        mean = next(v for v in layer.non_trainable_weights if "moving_mean" in v.name)
+        before = mean.numpy()
+        layer(images, training=True)
+        steps[momentum] = np.abs(mean.numpy() - before).sum()
+    assert steps[0.0] > 0
+    np.testing.assert_allclose(steps[0.5] / steps[0.0], 0.5, rtol=1e-3)
+    np.testing.assert_allclose(steps[0.999] / steps[0.0], 0.001, rtol=1e-2)

@@ -1,0 +1,79 @@
+"""Signatures beyond serving_default: labels out, and raw images in.
+
+  top_k(images)                      {"labels": string [batch, k],
+                                      "confidences": float32 [batch, k]}
+      for classification exports with labels: the k most confident classes,
+      by softmax of the logits, or by sigmoid for multi-label models (each
+      class independent), most confident first.
+  serving_image_bytes(image_bytes)   encoded JPEG/PNG/GIF/BMP, one string per
+                                     image, any size
+  serving_uint8(images)              uint8 RGB [batch, height, width, 3], any size
+      both convert to [0, 1] floats, resize to the export's image size
+      (bilinear, antialiased) and return serving_default's outputs, plus
+      top_k's when the export has labels.
+
+The input key `image_bytes` ends in `_bytes`, so TF Serving's REST API takes
+it as {"b64": "..."}.
+"""
+
+import tensorflow as tf
+
+TOP_K_SIGNATURE = "top_k"
+BYTES_SIGNATURE = "serving_image_bytes"
+UINT8_SIGNATURE = "serving_uint8"
+ACTIVATIONS = {"softmax": tf.nn.softmax, "sigmoid": tf.math.sigmoid}
+
+
+def top_k_function(call, spec, labels, k, activation):
+    """top_k(images) over `call(images, training=False)` logits."""
+    table = tf.constant(list(labels), dtype=tf.string)
+    probabilities = ACTIVATIONS[activation]
+
+    def top_k(images):
+        confidences, indices = tf.math.top_k(probabilities(call(images, training=False)), k)
+        return {"labels": tf.gather(table, indices), "confidences": confidences}
+
+    return tf.function(top_k, input_signature=[spec], autograph=False)
+
+
+def resize(images, size):
+    """uint8 or [0, 1] float images -> float32 [0, 1] at `size` (height, width)."""
+    images = tf.image.convert_image_dtype(images, tf.float32)
+    resized = tf.image.resize(images, size, method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+def decode(image_bytes):
+    """One encoded image -> uint8 [height, width, 3] (first frame of a GIF)."""
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def raw_image_functions(outputs, size):
+    """serving_image_bytes and serving_uint8 around `outputs(float images)`."""
+    height, width = size
+    resized_spec = tf.TensorSpec([height, width, 3], tf.float32)
+
+    def from_bytes(image_bytes):
+        images = tf.map_fn(
+            lambda one: resize(decode(one), size),
+            image_bytes,
+            fn_output_signature=resized_spec,
+        )
+        return outputs(images)
+
+    def from_uint8(images):
+        return outputs(resize(images, size))
+
+    bytes_fn = tf.function(
+        from_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+        autograph=False,
+    )
+    uint8_fn = tf.function(
+        from_uint8,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+        autograph=False,
+    )
+    return bytes_fn, uint8_fn

@@ -12,6 +12,8 @@ Usage:
       (flags given beside --config override the file)
   hubexport export_all --config_dir=export_configs --output_dir=DIR
       [--weights=none] [--image_size=N] [--overwrite]
+  hubexport package DIR [--output=FILE.tar.gz] [--overwrite]
+      (the archive tfhub.dev accepted; default DIR.tar.gz beside DIR)
   hubexport check PATH [PATH ...] [--task=auto|feature_vector|classification]
       [--json_report=FILE] [--junit_xml=FILE] [--strict] [--allow_unsafe_ops]
       (exit 0: every model conforms; 1: a model has an error; 2: bad usage)
@@ -33,7 +35,7 @@ from hubexport import architectures
 from hubexport import config as config_lib
 from hubexport.errors import UserError, summarize
 
-COMMANDS = ("export", "export_all", "check")
+COMMANDS = ("export", "export_all", "check", "package")
 
 _ARCHITECTURE = flags.DEFINE_string(
     "architecture", None, "A keras.applications name, e.g. MobileNetV2.")
@@ -71,7 +73,8 @@ _IMAGE_SIZE = flags.DEFINE_integer(
     "Height and width in pixels (default: the architecture's default size).")
 _WEIGHTS = flags.DEFINE_string(
     "weights", None, "imagenet (default), none, or a weights file path.")
-_OUTPUT = flags.DEFINE_string("output", None, "export: the SavedModel directory.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "export: the SavedModel directory; package: the .tar.gz to write.")
 _OVERWRITE = flags.DEFINE_boolean(
     "overwrite", False, "Replace an existing output directory.")
 _CONFIG = flags.DEFINE_string(
@@ -104,6 +107,7 @@ _ONLY_FOR = {
     "export_all": {"config_dir", "output_dir", "image_size", "weights",
                    "overwrite"},
     "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops"},
+    "package": {"output", "overwrite"},
 }
 
 
@@ -179,6 +183,17 @@ def _check(paths):
         allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value)
 
 
+def _package(paths):
+    if len(paths) != 1:
+        raise UserError(
+            f"package takes one SavedModel directory; received {len(paths)} "
+            "(e.g. hubexport package models/mobilenet_v2)")
+    from hubexport import package
+
+    print(package.package(paths[0], _OUTPUT.value, overwrite=_OVERWRITE.value))
+    return 0
+
+
 def _check_flag_scope(command):
     for name in set().union(*_ONLY_FOR.values()) - _ONLY_FOR[command]:
         if flags.FLAGS[name].present:
@@ -195,13 +210,15 @@ def main(argv):
     _quiet_tensorflow()
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.ERROR)
-    if len(argv) > 2 and command != "check":
+    if len(argv) > 2 and command not in ("check", "package"):
         _error(f"{command} takes no positional arguments; received {argv[2:]}")
         return 2
     try:
         _check_flag_scope(command)
         if command == "check":
             return _check(argv[2:])
+        if command == "package":
+            return _package(argv[2:])
         return {"export": _export, "export_all": _export_all}[command]()
     except UserError as e:
         _error(str(e))

@@ -586,11 +586,16 @@ def _output_description(plan, built):
 
 
 def _write_provenance(directory, plan, built, difference):
+    """assets.extra/hubexport.json, and the model card made from it."""
+    from hubexport import model_card
+
+    info = provenance(plan, built, difference)
     path = os.path.join(directory, PROVENANCE_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(provenance(plan, built, difference), f, indent=2)
+        json.dump(info, f, indent=2)
         f.write("\n")
+    model_card.write(directory, info)
 
 
 def read_provenance(directory):

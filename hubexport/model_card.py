@@ -84,8 +84,10 @@ _HANDLE = re.compile(
 
 
 def default_handle(provenance):
-    """`hubexport/<architecture, lowercased>/<task>/1`."""
-    name = re.sub(r"[^\w.-]", "-", str(provenance.get("architecture") or "model").lower())
+    """`hubexport/<architecture or own model file, lowercased>/<task>/1`."""
+    own = os.path.basename((provenance.get("source") or {}).get("path") or "model")
+    name = provenance.get("architecture") or os.path.splitext(own)[0]
+    name = re.sub(r"[^\w.-]", "-", str(name).lower())
     task = re.sub(r"[^\w.-]", "-", str(provenance.get("task") or "model"))
     return f"hubexport/{name}/{task}/1"
 

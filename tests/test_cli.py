@@ -99,7 +99,7 @@ def test_existing_output_without_overwrite(tmp_path, capsys):
 def test_config_errors(tmp_path):
     unknown = _write(tmp_path / "a.toml", 'architecture = "VGG16"\ntask = "feature_vector"\n'
                                           'image_sise = 224\n')
-    with pytest.raises(UserError, match="unknown key 'image_sise'; allowed: architecture, task"):
+    with pytest.raises(UserError, match="unknown key 'image_sise'; allowed: architecture, keras_model, task"):
         config_lib.load(unknown)
     wrong_type = _write(tmp_path / "b.toml", 'architecture = "VGG16"\ntask = "feature_vector"\n'
                                              'image_size = "224"\n')

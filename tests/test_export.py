@@ -344,7 +344,7 @@ def test_feature_layer_of_the_classifier_fixes_the_size(tmp_path):
     built = export.build_model(plan)
     assert (built.input_hw, built.output_size) == ((32, 32), 4096)
     with pytest.raises(UserError, match="--feature_layer=block9_pool is not a layer.*"
-                                        "did you mean block1_pool"):
+                                        "did you mean block5_pool"):
         export.build_model(export.plan("VGG16", "feature_vector", 32, "none",
                                        feature_layer="block9_pool"))
 

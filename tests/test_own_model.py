@@ -217,3 +217,33 @@ def test_wrong_number_of_labels_is_refused_before_anything_is_written(tagger, tm
     assert not os.path.exists(tmp_path / "model")
     with pytest.raises(UserError, match="has 16 labels but VGG16 has 1000 classes"):
         export.plan("VGG16", "classification", 224, "none", labels=labels)
+
+
+def test_model_card_and_package(tagger_export, tmp_path, capsys):
+    import tarfile
+
+    from absl import flags
+    from absl.testing import flagsaver
+
+    from hubexport import cli
+
+    with open(os.path.join(tagger_export, "assets.extra", "model_card.md")) as f:
+        card = f.read()
+    assert card.startswith("# Module hubexport/tagger/classification/1\n")
+    for line in ("<!-- task: image-classification -->", "<!-- fine-tunable: true -->",
+                 "<!-- format: saved_model_2 -->"):
+        assert line in card
+    assert "sigmoid" in card and "assets/labels.txt" in card
+
+    archive = str(tmp_path / "tagger.tar.gz")
+    with flagsaver.flagsaver():
+        argv = flags.FLAGS(["hubexport", "package", tagger_export, f"--output={archive}"])
+        assert cli.main(argv) == 0
+        assert capsys.readouterr().out.strip() == archive
+        assert cli.main(argv) == 2  # Exists: refused without --overwrite.
+    assert "already exists" in capsys.readouterr().err
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"saved_model.pb", "variables/variables.index", "assets/labels.txt",
+            "assets.extra/model_card.md"} <= names
+    assert "fingerprint.pb" not in names

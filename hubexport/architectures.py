@@ -1,13 +1,16 @@
 """The one table of architecture facts, and the rules that follow from it.
 
-Every row was measured on Keras 3 (tests/test_architectures.py rebuilds every
-row and fails if the table is wrong):
+Every row was measured on the library that builds it: Keras 3 for its 40
+applications, tf_keras for the 31 that only tf_keras ships (RegNetX/Y,
+ResNetRS). tests/test_architectures.py rebuilds every row and fails if the
+table is wrong:
 
-  preprocessing  what `keras.applications.<module>.preprocess_input` does, as a
-                 mode of hubexport.preprocessing ("raw255" = the model rescales
-                 0..255 input itself).
+  preprocessing  what `<library>.applications.<module>.preprocess_input` does,
+                 as a mode of hubexport.preprocessing ("raw255" = the model
+                 rescales 0..255 input itself).
   default_size   the input size of the ImageNet weights (and of the classifier
-                 that Keras builds when no size is given).
+                 that Keras builds when no size is given; not for ResNetRS,
+                 built at 224 but with weights for 160 to 320).
   min_size       the smallest height and width Keras accepts.
   free_size      whether a feature vector model built with height and width
                  None runs at every size >= min_size with the same output size.
@@ -17,7 +20,9 @@ row and fails if the table is wrong):
   imagenet_head_fixed
                  whether Keras builds the ImageNet classifier only at
                  default_size (all but MobileNetV3, whose head is
-                 convolutional and takes the 224 weights at any size).
+                 convolutional and takes the 224 weights at any size, and
+                 ResNetRS, whose average pool and Dense take any size).
+  library        "keras" or "tf_keras": which one builds the model.
 
 This module does not import TensorFlow, so the CLI can validate flags and print
 help without paying for it.
@@ -91,9 +96,9 @@ class Architecture:
 
 
 def _row(name, module, preprocessing, default_size, min_size, free, features,
-         imagenet_head_fixed=True):
+         imagenet_head_fixed=True, library="keras"):
     return Architecture(name, module, preprocessing, default_size, min_size,
-                        free, features, imagenet_head_fixed)
+                        free, features, imagenet_head_fixed, library)
 
 
 # fmt: off
@@ -139,6 +144,48 @@ ARCHITECTURES = {a.name: a for a in [
     _row("VGG16",             "vgg16",               "caffe",  224, 32, True,  512),
     _row("VGG19",             "vgg19",               "caffe",  224, 32, True,  512),
     _row("Xception",          "xception",            "tf",     299, 71, True,  2048),
+    # Only tf_keras ships these (Keras 3 does not). Both families rescale
+    # inside the model; their preprocess_input is the identity. RegNet's head
+    # is a plain Dense: it ignores classifier_activation and always gives
+    # logits. ResNetRS takes weights="imagenet" to mean its largest weights
+    # variant (resnet-rs-<depth>-i<size>.h5); default_size is that size, not
+    # the 224 it builds when no size is given. Its head (average pool, Dense)
+    # takes those weights at any size: Keras checks the size only for
+    # weights == "imagenet", which ResNetRS has renamed by then. All ran free
+    # at 32, 33, 45x38, 47x61, 64 and 97. features is the width of the last
+    # stage, so it does not grow with the model (RegNetX160 < X120, Y040 < Y032).
+    #    name                 module       prep     size min  free   features head_fixed library
+    _row("RegNetX002",        "regnet",    "raw255", 224, 32, True,  368,  True,  "tf_keras"),
+    _row("RegNetX004",        "regnet",    "raw255", 224, 32, True,  384,  True,  "tf_keras"),
+    _row("RegNetX006",        "regnet",    "raw255", 224, 32, True,  528,  True,  "tf_keras"),
+    _row("RegNetX008",        "regnet",    "raw255", 224, 32, True,  672,  True,  "tf_keras"),
+    _row("RegNetX016",        "regnet",    "raw255", 224, 32, True,  912,  True,  "tf_keras"),
+    _row("RegNetX032",        "regnet",    "raw255", 224, 32, True,  1008, True,  "tf_keras"),
+    _row("RegNetX040",        "regnet",    "raw255", 224, 32, True,  1360, True,  "tf_keras"),
+    _row("RegNetX064",        "regnet",    "raw255", 224, 32, True,  1624, True,  "tf_keras"),
+    _row("RegNetX080",        "regnet",    "raw255", 224, 32, True,  1920, True,  "tf_keras"),
+    _row("RegNetX120",        "regnet",    "raw255", 224, 32, True,  2240, True,  "tf_keras"),
+    _row("RegNetX160",        "regnet",    "raw255", 224, 32, True,  2048, True,  "tf_keras"),
+    _row("RegNetX320",        "regnet",    "raw255", 224, 32, True,  2520, True,  "tf_keras"),
+    _row("RegNetY002",        "regnet",    "raw255", 224, 32, True,  368,  True,  "tf_keras"),
+    _row("RegNetY004",        "regnet",    "raw255", 224, 32, True,  440,  True,  "tf_keras"),
+    _row("RegNetY006",        "regnet",    "raw255", 224, 32, True,  608,  True,  "tf_keras"),
+    _row("RegNetY008",        "regnet",    "raw255", 224, 32, True,  768,  True,  "tf_keras"),
+    _row("RegNetY016",        "regnet",    "raw255", 224, 32, True,  888,  True,  "tf_keras"),
+    _row("RegNetY032",        "regnet",    "raw255", 224, 32, True,  1512, True,  "tf_keras"),
+    _row("RegNetY040",        "regnet",    "raw255", 224, 32, True,  1088, True,  "tf_keras"),
+    _row("RegNetY064",        "regnet",    "raw255", 224, 32, True,  1296, True,  "tf_keras"),
+    _row("RegNetY080",        "regnet",    "raw255", 224, 32, True,  2016, True,  "tf_keras"),
+    _row("RegNetY120",        "regnet",    "raw255", 224, 32, True,  2240, True,  "tf_keras"),
+    _row("RegNetY160",        "regnet",    "raw255", 224, 32, True,  3024, True,  "tf_keras"),
+    _row("RegNetY320",        "regnet",    "raw255", 224, 32, True,  3712, True,  "tf_keras"),
+    _row("ResNetRS50",        "resnet_rs", "raw255", 160, 32, True,  2048, False, "tf_keras"),
+    _row("ResNetRS101",       "resnet_rs", "raw255", 192, 32, True,  2048, False, "tf_keras"),
+    _row("ResNetRS152",       "resnet_rs", "raw255", 256, 32, True,  2048, False, "tf_keras"),
+    _row("ResNetRS200",       "resnet_rs", "raw255", 256, 32, True,  2048, False, "tf_keras"),
+    _row("ResNetRS270",       "resnet_rs", "raw255", 256, 32, True,  2048, False, "tf_keras"),
+    _row("ResNetRS350",       "resnet_rs", "raw255", 320, 32, True,  2048, False, "tf_keras"),
+    _row("ResNetRS420",       "resnet_rs", "raw255", 320, 32, True,  2048, False, "tf_keras"),
 ]}
 # fmt: on
 

@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from conftest import shard
 from hubexport import config as config_lib
 
 pytestmark = pytest.mark.catalog
@@ -47,22 +48,7 @@ sys.exit(1 if report.fails(strict=False) else 0)
 """
 
 
-def _shard(configs):
-    """Every N-th config from I; odd shards run backwards.
-
-    Side by side, shard 0 and shard 1 would otherwise reach the two tasks of
-    the same architecture at the same moment: ConvNeXtXLarge peaks at 11 GiB
-    per process even at 32x32, twice that on a 24 GiB machine.
-    """
-    spec = os.environ.get("HUBEXPORT_SHARD")
-    if not spec:
-        return configs
-    index, count = (int(part) for part in spec.split("/"))
-    selected = configs[index::count]
-    return selected[::-1] if index % 2 else selected
-
-
-CONFIGS = _shard(config_lib.catalog(ROOT))
+CONFIGS = shard(config_lib.catalog(ROOT))
 
 
 @pytest.mark.parametrize("name,path", CONFIGS, ids=[name for name, _ in CONFIGS])

@@ -222,7 +222,8 @@ def _construct(plan, kwargs, log):
             log(f"note from Keras: {warning.message}")
         return model
     except Exception as e:
-        offline = weights_lib.offline_error(plan.architecture.name, e)
+        offline = weights_lib.offline_error(
+            plan.architecture.name, e, plan.architecture.library)
         if offline:
             raise offline from None
         if isinstance(e, ValueError):
@@ -501,13 +502,15 @@ def relative_difference(actual, expected):
 
 
 def provenance(plan, built, difference):
-    import keras
+    import importlib
+
     import tensorflow as tf
 
     import hubexport
     from hubexport import serving
 
     arch = plan.architecture
+    library = arch.library if arch else "keras"
     height, width = built.input_hw
     signatures = ["serving_default"]
     if plan.labels:
@@ -554,7 +557,7 @@ def provenance(plan, built, difference):
         "versions": {
             "hubexport": hubexport.__version__,
             "tensorflow": tf.__version__,
-            "keras": keras.__version__,
+            library: importlib.import_module(library).__version__,
             "python": platform.python_version(),
         },
     }

@@ -1,4 +1,4 @@
-"""Wraps a Keras 3 model in the reusable-SavedModel API of HUB_CONTRACT.md.
+"""Wraps a Keras model in the reusable-SavedModel API of HUB_CONTRACT.md.
 
 Keras 3 `model.export()` gives only a `serve` endpoint, and a plain
 `tf.saved_model.save(model)` only a signature, so the root object is built by
@@ -9,8 +9,11 @@ hand: an AutoTrackable with
   regularization_losses              zero-argument tf.functions (R4)
   serve(images), serve_training(images)   for keras.layers.TFSMLayer (K2)
 
-and the `serving_default` signature for TF Serving (K3). All endpoints call
-the one traced `__call__`, so the graph of the model is stored once.
+and the `serving_default` signature for TF Serving (K3). With Extras, also
+`__call__(..., batch_norm_momentum=default)` (C5), `top_k` and its labels
+asset, and the raw-image signatures of hubexport.serving. All endpoints call
+the one traced `__call__`, so the graph of the model is stored once per value
+of `training`.
 """
 
 import contextlib

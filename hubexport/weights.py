@@ -104,7 +104,7 @@ def _check_legacy_h5_covers(model, path):
         )
 
 
-def offline_error(architecture, error):
+def offline_error(architecture, error, library="keras"):
     """A UserError for a failed ImageNet download, or None if it was not one."""
     text = str(error)
     match = re.search(r"URL fetch failure on (\S+): ", text)
@@ -112,7 +112,7 @@ def offline_error(architecture, error):
         return None
     url = match.group(1)
     fname = url.rsplit("/", 1)[-1]
-    cache = os.path.join(_keras_home(), "models", fname)
+    cache = os.path.join(_keras_home(library), "models", fname)
     return UserError(
         f"Could not download the ImageNet weights of {architecture} "
         f"({fname} from {url}): {text.split(' -- ')[-1].strip()}. "
@@ -121,8 +121,12 @@ def offline_error(architecture, error):
     )
 
 
-def _keras_home():
-    # Where keras.utils.get_file caches (keras.src.backend.config.keras_home).
+def _keras_home(library="keras"):
+    # Where get_file caches: Keras 3 keras.src.backend.config.keras_home;
+    # tf_keras ignores KERAS_HOME: ~/.keras, or /tmp/.keras if not writable.
+    if library == "tf_keras":
+        base = os.path.expanduser(os.path.join("~", ".keras"))
+        return base if os.access(base, os.W_OK) else os.path.join("/tmp", ".keras")
     if "KERAS_HOME" in os.environ:
         return os.environ["KERAS_HOME"]
     base = os.path.expanduser("~")

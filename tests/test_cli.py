@@ -200,3 +200,19 @@ def test_documented_commands_use_real_commands_and_flags():
         for option in options:
             assert option in flags.FLAGS, f"{name}: {' '.join(words)}: no flag --{option}"
             assert option in cli._ONLY_FOR[words[1]], f"{name}: --{option} not for {words[1]}"
+
+
+def test_config_paths_are_relative_to_the_config(tmp_path):
+    config = _write(tmp_path / "tagger.toml",
+                    'keras_model = "models/tagger.h5"\ntask = "classification"\n'
+                    'preprocessing = "caffe"\nlabels = "tags.txt"\nmulti_label = true\n'
+                    'top_k = 3\n')
+    settings = config_lib.load(config)
+    assert settings["keras_model"] == str(tmp_path / "models" / "tagger.h5")
+    assert settings["labels"] == str(tmp_path / "tags.txt")
+    assert (settings["multi_label"], settings["top_k"]) == (True, 3)
+    with pytest.raises(UserError, match="multi_label must be a bool"):
+        config_lib.load(_write(tmp_path / "b.toml", 'architecture = "VGG16"\n'
+                               'task = "classification"\nmulti_label = 1\n'))
+    with pytest.raises(UserError, match="exactly one"):
+        config_lib.load(_write(tmp_path / "c.toml", 'task = "classification"\n'))

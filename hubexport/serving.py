@@ -37,8 +37,14 @@ def top_k_function(call, spec, labels, k, activation):
 
 
 def resize(images, size):
-    """uint8 or [0, 1] float images -> float32 [0, 1] at `size` (height, width)."""
-    images = tf.image.convert_image_dtype(images, tf.float32)
+    """uint8 or [0, 1] float images -> float32 [0, 1] at `size` (height, width).
+
+    uint8 is divided by 255 (not multiplied by 1/255, as convert_image_dtype
+    does): pixels / 255 in numpy gives the same floats bit for bit, and deep
+    randomly initialized networks amplify a last-bit difference to O(1).
+    """
+    if images.dtype == tf.uint8:
+        images = tf.cast(images, tf.float32) / 255.0
     resized = tf.image.resize(images, size, method="bilinear", antialias=True)
     return tf.clip_by_value(resized, 0.0, 1.0)
 

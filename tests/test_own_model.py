@@ -112,6 +112,8 @@ def test_jpeg_bytes_give_the_answer_of_the_decoded_photo(tagger_export):
     jpeg = tf.io.encode_jpeg(tf.cast(photo, tf.uint8), quality=95)
     served = loaded.signatures["serving_image_bytes"](image_bytes=tf.stack([jpeg, jpeg]))
     decoded = tf.image.convert_image_dtype(tf.io.decode_jpeg(jpeg), tf.float32)[None]
+    # What C1 calls an image: decode_* then convert_image_dtype (x * (1/255));
+    # the signature divides by 255, a last-bit difference.
     logits = loaded(decoded).numpy()
     np.testing.assert_allclose(served["logits"].numpy(), np.concatenate([logits] * 2),
                                rtol=1e-4, atol=1e-4)

@@ -896,18 +896,12 @@ def _top_k_activation(ctx, logits, confidences, labels, names):
         return None, "confidences are not sorted, most confident first"
     documented = ctx.provenance.get("multi_label")
     candidates = {True: ["sigmoid"], False: ["softmax"]}.get(documented, ["softmax", "sigmoid"])
-    k = confidences.shape[1]
     for activation in candidates:
-        probabilities = serving.ACTIVATIONS[activation](logits).numpy()
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        wanted = np.take_along_axis(probabilities, order, axis=1)
-        if not np.allclose(confidences, wanted, rtol=1e-4, atol=1e-6):
-            continue
-        tied = np.isclose(confidences[:, :, None], wanted[:, None, :], rtol=1e-6).sum(axis=2) > 1
-        expected = np.array(labels, dtype=object)[order].astype(str)
-        if not np.all((names.astype(str) == expected) | tied):
+        mismatch = serving.top_k_mismatch(logits, labels, activation, confidences, names)
+        if mismatch is None:
+            return activation, None
+        if mismatch == "labels":
             return None, f"labels are not {labels_lib.ASSET_PATH}'s names of the top classes"
-        return activation, None
     return None, (
         f"confidences are not the {' or '.join(candidates)} of the logits of __call__"
     )

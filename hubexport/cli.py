@@ -95,9 +95,8 @@ _ALLOW_UNSAFE_OPS = flags.DEFINE_boolean(
     "check: run models whose graphs touch files, processes or the network "
     "(reported as a warning instead of an error).")
 
-_EXPORT_SETTINGS = ("architecture", "task", "image_size", "weights", "keras_model",
-                    "preprocessing", "custom_objects", "labels", "top_k",
-                    "multi_label", "feature_layer", "pooling")
+# The settings of an export: a config's keys, each also a flag.
+_EXPORT_SETTINGS = tuple(config_lib.KEYS)
 _FLAGS = (_ARCHITECTURE, _KERAS_MODEL, _PREPROCESSING, _CUSTOM_OBJECTS, _LABELS,
           _TOP_K, _MULTI_LABEL, _FEATURE_LAYER, _POOLING, _TASK, _IMAGE_SIZE, _WEIGHTS, _OUTPUT, _OVERWRITE,
           _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _JSON_REPORT, _JUNIT_XML, _STRICT,

@@ -36,6 +36,28 @@ def top_k_function(call, spec, labels, k, activation):
     return tf.function(top_k, input_signature=[spec], autograph=False)
 
 
+def top_k_mismatch(logits, labels, activation, confidences, names):
+    """Whether top_k's outputs fit `logits`: None, "confidences" or "labels".
+
+    confidences must be the k largest `activation` values of the logits, in
+    order, and names the `labels` of those classes (either of two tied
+    classes will do). Shared by the export's verification and the check.
+    """
+    import numpy as np
+
+    probabilities = ACTIVATIONS[activation](logits).numpy()
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, : confidences.shape[1]]
+    wanted = np.take_along_axis(probabilities, order, axis=1)
+    if confidences.shape != wanted.shape or not np.allclose(
+            confidences, wanted, rtol=1e-4, atol=1e-6):
+        return "confidences"
+    tied = np.isclose(confidences[:, :, None], wanted[:, None, :], rtol=1e-6).sum(axis=2) > 1
+    expected = np.array(labels, dtype=object)[order].astype(str)
+    if not np.all((names.astype(str) == expected) | tied):
+        return "labels"
+    return None
+
+
 def resize(images, size):
     """uint8 or [0, 1] float images -> float32 [0, 1] at `size` (height, width).
 

@@ -91,6 +91,13 @@ def _check_writable(flag, path):
         )
 
 
+def validate(task, json_report=None, junit_xml=None):
+    """Refuses a bad task or report path before any model is checked."""
+    _check_task(task)
+    for flag, report_path in (("json_report", json_report), ("junit_xml", junit_xml)):
+        _check_writable(flag, report_path)
+
+
 def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
         allow_unsafe_ops=False, out=sys.stdout):
     """`hubexport check`: checks every path, prints and writes the reports.
@@ -98,12 +105,10 @@ def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
     Returns the exit code: 0 if every model conforms, 1 if any has an error
     (with strict, also a warning). Raises UserError for invalid arguments.
     """
-    _check_task(task)
     if isinstance(paths, str) or not paths:
         raise UserError("check needs one or more SavedModel directories, e.g. "
                         "hubexport check /tmp/mobilenet_v2")
-    for flag, report_path in (("json_report", json_report), ("junit_xml", junit_xml)):
-        _check_writable(flag, report_path)
+    validate(task, json_report, junit_xml)
     model_reports = []
     for path in paths:
         report = check(path, task, allow_unsafe_ops)

@@ -11,11 +11,16 @@ Usage:
   hubexport export --config=export_configs/NAME.toml --output=DIR
       (flags given beside --config override the file)
   hubexport export_all --config_dir=export_configs --output_dir=DIR
-      [--weights=none] [--image_size=N] [--overwrite]
+      [--weights=none] [--image_size=N | --min_size] [--overwrite]
+      [--jobs=N] [--shard=I/N] [--nocheck_exports] [--json_report=FILE]
+      (resumable: a model already exported from the same config, weights
+      and library versions is not redone)
   hubexport package DIR [--output=FILE.tar.gz] [--overwrite]
       (the archive tfhub.dev accepted; default DIR.tar.gz beside DIR)
   hubexport check PATH [PATH ...] [--task=auto|feature_vector|classification]
       [--json_report=FILE] [--junit_xml=FILE] [--strict] [--allow_unsafe_ops]
+      [--jobs=N] [--shard=I/N]
+      (a PATH holding SavedModels in its subdirectories checks each of them)
       (exit 0: every model conforms; 1: a model has an error; 2: bad usage)
 
 --task is feature_vector or classification; --weights is imagenet (default),
@@ -83,9 +88,28 @@ _CONFIG_DIR = flags.DEFINE_string(
     "config_dir", None, "export_all: a directory of TOML configs.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "export_all: writes one SavedModel per config here.")
+_MIN_SIZE = flags.DEFINE_boolean(
+    "min_size", False,
+    "export_all: export each architecture at its smallest size (a quick run of "
+    "the whole catalog, as CI does; use with --weights=none).")
+_JOBS = flags.DEFINE_integer(
+    "jobs", 1,
+    "export_all, check: models run at once, each in its own worker process "
+    "(never more than the free memory allows).", lower_bound=1)
+_SHARD = flags.DEFINE_string(
+    "shard", None,
+    "export_all, check: I/N runs the I-th of N equal parts (0 <= I < N), e.g. "
+    "one per machine of a CI matrix.")
+_MEMORY_GB = flags.DEFINE_float(
+    "memory_gb", None,
+    "export_all, check: memory the running models may use together "
+    "(default: what is free at the start, less 0.5 GB).", lower_bound=0)
+_CHECK_EXPORTS = flags.DEFINE_boolean(
+    "check_exports", True, "export_all: run hubexport check on each export.")
 
 _JSON_REPORT = flags.DEFINE_string(
-    "json_report", None, "check: also write the findings as JSON to this file.")
+    "json_report", None,
+    "check: also write the findings as JSON to this file; export_all: the summary.")
 _JUNIT_XML = flags.DEFINE_string(
     "junit_xml", None, "check: also write JUnit XML (one test case per check).")
 _STRICT = flags.DEFINE_boolean(
@@ -99,13 +123,14 @@ _ALLOW_UNSAFE_OPS = flags.DEFINE_boolean(
 _EXPORT_SETTINGS = tuple(config_lib.KEYS)
 _FLAGS = (_ARCHITECTURE, _KERAS_MODEL, _PREPROCESSING, _CUSTOM_OBJECTS, _LABELS,
           _TOP_K, _MULTI_LABEL, _FEATURE_LAYER, _POOLING, _TASK, _IMAGE_SIZE, _WEIGHTS, _OUTPUT, _OVERWRITE,
-          _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _JSON_REPORT, _JUNIT_XML, _STRICT,
-          _ALLOW_UNSAFE_OPS)
+          _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _MIN_SIZE, _JOBS, _SHARD, _MEMORY_GB,
+          _CHECK_EXPORTS, _JSON_REPORT, _JUNIT_XML, _STRICT, _ALLOW_UNSAFE_OPS)
+_MANY = {"jobs", "shard", "memory_gb"}
 _ONLY_FOR = {
     "export": {"output", "config", "overwrite", *_EXPORT_SETTINGS},
-    "export_all": {"config_dir", "output_dir", "image_size", "weights",
-                   "overwrite"},
-    "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops"},
+    "export_all": {"config_dir", "output_dir", "image_size", "weights", "overwrite",
+                   "min_size", "check_exports", "json_report", *_MANY},
+    "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops", *_MANY},
     "package": {"output", "overwrite"},
 }
 
@@ -143,43 +168,34 @@ def _export_all():
         raise UserError(
             "export_all needs --config_dir=DIR and --output_dir=DIR, e.g. "
             "--config_dir=export_configs --output_dir=/tmp/catalog")
+    if _MIN_SIZE.value and _IMAGE_SIZE.present:
+        raise UserError("--min_size and --image_size contradict each other; pass one")
     overrides = {
         name: flags.FLAGS[name].value
         for name in ("image_size", "weights")
         if flags.FLAGS[name].present
     }
-    from hubexport import export
+    from hubexport import catalog
 
-    catalog = config_lib.catalog(_CONFIG_DIR.value)
-    # Validate every config before the first long export starts.
-    plans = []
-    for name, path in catalog:
-        settings = {**config_lib.load(path), **overrides}
-        try:
-            plans.append((name, export.plan(**settings)))
-        except UserError as e:
-            raise UserError(f"{path}: {e}") from None
-    failures = []
-    for index, (name, plan) in enumerate(plans, 1):
-        _say(f"[{index}/{len(plans)}] {name}: {plan.describe()}")
-        output = os.path.join(_OUTPUT_DIR.value, name)
-        try:
-            export.export(plan, output, overwrite=_OVERWRITE.value, log=_say)
-        except Exception as e:  # One model's failure must not stop the rest.
-            _say(f"[{index}/{len(plans)}] {name}: FAILED: {summarize(e)}")
-            failures.append(name)
-    _say(f"{len(plans) - len(failures)} of {len(plans)} exported to "
-         f"{_OUTPUT_DIR.value}" + (f"; failed: {', '.join(failures)}" if failures else ""))
-    return 1 if failures else 0
+    return catalog.export_all(
+        _CONFIG_DIR.value, _OUTPUT_DIR.value, overrides, min_size=_MIN_SIZE.value,
+        overwrite=_OVERWRITE.value, check=_CHECK_EXPORTS.value, json_report=_JSON_REPORT.value,
+        log=_say, **_many())
+
+
+def _many():
+    """The scheduling flags of export_all and check."""
+    budget = None if _MEMORY_GB.value is None else int(_MEMORY_GB.value * 1e9)
+    return {"jobs": _JOBS.value, "shard": _SHARD.value, "memory_budget": budget}
 
 
 def _check(paths):
-    from hubexport import checker
+    from hubexport import catalog
 
-    return checker.run(
+    return catalog.check_all(
         paths, task=_TASK.value or "auto", json_report=_JSON_REPORT.value,
         junit_xml=_JUNIT_XML.value, strict=_STRICT.value,
-        allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value)
+        allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value, log=_say, **_many())
 
 
 def _package(paths):
@@ -206,7 +222,7 @@ def main(argv):
                "(e.g. hubexport export --help)")
         return 2
     command = argv[1]
-    _quiet_tensorflow()
+    quiet_tensorflow()
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.ERROR)
     if len(argv) > 2 and command not in ("check", "package"):
@@ -242,7 +258,7 @@ def _parse_flags(argv):
         sys.exit(2)
 
 
-def _quiet_tensorflow():
+def quiet_tensorflow():
     """Keeps TensorFlow's start-up chatter off the user's terminal.
 
     TensorFlow's C++ code logs (oneDNN, CUDA probing) before absl::InitializeLog

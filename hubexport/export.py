@@ -550,6 +550,7 @@ def provenance(plan, built, difference):
             "path": plan.weights.path,
             "sha256": plan.weights.sha256,
         },
+        "request_key": request_key(plan),
         "verification": {
             "max_relative_difference": difference,
             "tolerance": TOLERANCE,
@@ -561,6 +562,32 @@ def provenance(plan, built, difference):
             "python": platform.python_version(),
         },
     }
+
+
+def request_key(plan):
+    """A hash of what an export is made from: the plan (files by content) and
+    the versions of hubexport and the libraries that build and trace it.
+
+    Recorded in the provenance; export_all does not redo a model whose output
+    has the same key.
+    """
+    import hashlib
+    from importlib import metadata
+
+    import hubexport
+
+    request = dataclasses.asdict(plan)
+    request["weights"].pop("path")
+    if request["keras_model"]:
+        request["keras_model"].pop("path")
+    versions = {"hubexport": hubexport.__version__}
+    for distribution in ("tensorflow", "keras", "tf-keras"):
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[distribution] = None
+    text = json.dumps({"plan": request, "versions": versions}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _output_description(plan, built):

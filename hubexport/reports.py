@@ -139,6 +139,26 @@ def _model_json(report, strict):
     }
 
 
+def from_json(model):
+    """The ModelReport of one entry of to_json(...)["models"]."""
+    results = tuple(
+        CheckResult(c["check"], c["clause"],
+                    tuple(Finding(c["check"], c["clause"], f["level"], f["message"], f["hint"])
+                          for f in c["findings"]),
+                    c["seconds"])
+        for c in model["checks"]
+    )
+    return ModelReport(model["path"], model["task"], model["task_source"], results,
+                       model["seconds"])
+
+
+def failed(path, check, message, seconds=0.0):
+    """A ModelReport of one error: the model could not be checked at all."""
+    finding = Finding(check, "-", "error", message)
+    return ModelReport(path, None, "unknown", (CheckResult(check, "-", (finding,), seconds),),
+                       seconds)
+
+
 def write_json(reports, path, strict=False):
     with open(path, "w") as f:
         json.dump(to_json(reports, strict), f, indent=2)

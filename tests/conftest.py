@@ -15,19 +15,11 @@ FV_SIZE = 64
 
 
 def shard(items):
-    """The catalog tier's share of `items` in this process.
+    """The share of `items` of this process: HUBEXPORT_SHARD=I/N runs shard I
+    of N, as `hubexport export_all --shard` splits a catalog."""
+    from hubexport import catalog
 
-    HUBEXPORT_SHARD=I/N keeps every N-th item from I; odd shards run
-    backwards. Side by side, shard 0 and shard 1 would otherwise reach the two
-    tasks of the same architecture at the same moment: ConvNeXtXLarge peaks at
-    11 GiB per process even at 32x32, twice that on a 24 GiB machine.
-    """
-    spec = os.environ.get("HUBEXPORT_SHARD")
-    if not spec:
-        return items
-    index, count = (int(part) for part in spec.split("/"))
-    selected = items[index::count]
-    return selected[::-1] if index % 2 else selected
+    return catalog.select_shard(items, os.environ.get("HUBEXPORT_SHARD"), lambda item: 1)
 
 
 @pytest.fixture(scope="session")

@@ -113,22 +113,6 @@ def test_config_errors(tmp_path):
         config_lib.load(missing)
 
 
-def test_export_all_exports_every_config(tmp_path, capsys):
-    configs = tmp_path / "configs"
-    configs.mkdir()
-    for task in ("feature_vector", "classification"):
-        _write(configs / f"mobilenet_{task}.toml",
-               f'architecture = "MobileNetV2"\ntask = "{task}"\nimage_size = 224\n'
-               'weights = "imagenet"\n')
-    code = run("export_all", f"--config_dir={configs}", f"--output_dir={tmp_path / 'out'}",
-               "--weights=none", "--image_size=32")
-    assert code == 0, capsys.readouterr().err
-    out = capsys.readouterr().out
-    assert "[1/2] mobilenet_classification" in out and "2 of 2 exported" in out
-    assert sorted(os.listdir(tmp_path / "out")) == [
-        "mobilenet_classification", "mobilenet_feature_vector"]
-
-
 def test_export_all_validates_every_config_before_exporting(tmp_path, capsys):
     configs = tmp_path / "configs"
     configs.mkdir()

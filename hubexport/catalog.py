@@ -1,0 +1,364 @@
+"""Many models at once: `export_all` over a config directory, `check` over many.
+
+    code = catalog.export_all("export_configs", "models", jobs=2, log=print)
+    code = catalog.check_all(["models"], jobs=2, log=print)
+
+Both run their models in worker processes (hubexport.runner), take
+`shard="I/N"` (a CI matrix of N machines, each running shard I), print a
+progress line per model and end with a summary table.
+
+export_all is resumable. Every export records a request key in its
+provenance (export.request_key: the config as planned, the weights' sha256
+and the library versions), and after its check a record in
+OUTPUT_DIR/.hubexport/NAME.json. A model whose output holds the same key and
+whose record exists is not redone; one exported but not yet checked is only
+checked. An export is written beside its output and moved into place only
+when verified, so an interrupted run leaves nothing partial; the next run
+removes what a killed worker left behind and goes on where the last one
+stopped. An output from another config, weights or library version is
+replaced only with --overwrite.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import sys
+
+from hubexport import config as config_lib
+from hubexport import export, reports, runner
+from hubexport.errors import UserError
+
+STATE_DIR = ".hubexport"
+GIB = runner.GIB
+
+
+def parse_shard(spec):
+    """"I/N" -> (I, N), with 0 <= I < N."""
+    try:
+        index, count = (int(part) for part in spec.split("/"))
+        if not 0 <= index < count:
+            raise ValueError
+    except ValueError:
+        raise UserError(
+            f"--shard={spec} is not a shard; allowed: I/N with 0 <= I < N, e.g. "
+            "--shard=0/4 for the first of four machines"
+        ) from None
+    return index, count
+
+
+def select_shard(items, spec, cost):
+    """The items of shard `spec` ("I/N", or None for all), in their order.
+
+    Every machine computes the same split: items in order of decreasing
+    cost(item), each to the shard with the least cost so far, so the shards
+    take about equally long.
+    """
+    if spec is None:
+        return list(items)
+    index, count = parse_shard(spec)
+    totals = [0.0] * count
+    mine = set()
+    for position, item in sorted(enumerate(items), key=lambda p: (-cost(p[1]), p[0])):
+        shard = totals.index(min(totals))
+        totals[shard] += cost(item)
+        if shard == index:
+            mine.add(position)
+    return [item for position, item in enumerate(items) if position in mine]
+
+
+# Peak memory and seconds of an export and its check, fitted to the catalog
+# run on 2 cores (BUILD_NOTES.md): a TensorFlow process with its libraries,
+# ~40 bytes per parameter (the model, its traced and reloaded copies,
+# gradients) and activations growing with pixels and layers; time grows with
+# layers (tracing, saving, loading), parameters, and parameters times pixels
+# (compute; ~1 at 224x224). Estimates order and pack the jobs; they need not
+# be exact, but the memory one should not fall short (the catalog tier
+# compares it with every model's measured peak).
+_BYTES_PER_PARAMETER = 40
+_BYTES_PER_PIXEL_LAYER = 80
+_SECONDS = 6.0
+_SECONDS_PER_LAYER = 0.08
+_SECONDS_PER_MEGAPARAMETER = 0.2
+_SECONDS_PER_MEGAPARAMETER_AT_224 = 0.2
+
+
+def estimate(plan):
+    """(peak bytes, seconds) expected for exporting and checking `plan`."""
+    if plan.architecture is None:  # An own model: its file is about its weights.
+        parameters = os.path.getsize(plan.keras_model.path) / 4
+        layers = 200
+    else:
+        parameters = plan.architecture.params * 1e6
+        layers = plan.architecture.layers
+    pixels = (plan.image_size or 224) ** 2
+    memory = (runner.WORKER_BYTES + _BYTES_PER_PARAMETER * parameters
+              + _BYTES_PER_PIXEL_LAYER * pixels * layers)
+    megaparameters = parameters / 1e6
+    seconds = (_SECONDS + _SECONDS_PER_LAYER * layers
+               + _SECONDS_PER_MEGAPARAMETER * megaparameters
+               + _SECONDS_PER_MEGAPARAMETER_AT_224 * megaparameters * pixels / 224**2)
+    return int(memory), seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One model's line in the summary."""
+
+    name: str
+    status: str  # "exported", "checked", "done before" or "FAILED".
+    seconds: float = 0.0
+    size: int | None = None
+    peak: int | None = None  # Bytes: the worker's peak resident memory.
+    start: int | None = None  # Bytes: the worker's resident memory as the job began.
+    verdict: str = ""  # "CONFORMS", "FAILS" or "" when not checked.
+    error: str = ""
+    report: dict | None = None  # The model's entry of reports.to_json.
+    key: str = ""  # export.request_key of the export.
+
+    @property
+    def failed(self):
+        return self.status == "FAILED" or self.verdict == "FAILS"
+
+
+@contextlib.contextmanager
+def _lock(state_dir):
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, "lock"), "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another hubexport export_all is writing {os.path.dirname(state_dir)}; "
+                "wait for it to finish or choose another --output_dir"
+            ) from None
+        yield
+
+
+def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwrite=False,
+               jobs=1, shard=None, memory_budget=None, check=True, json_report=None,
+               log=print):
+    """`hubexport export_all`; returns the exit code (1 if a model failed)."""
+    plans = catalog_plans(config_dir, overrides or {}, min_size)
+    plans = select_shard(plans, shard, lambda p: estimate(p[2])[1])
+    if not plans:
+        log(f"shard {shard} has no models")
+        return 0
+    output_dir = os.path.abspath(os.path.expanduser(output_dir))
+    state_dir = os.path.join(output_dir, STATE_DIR)
+    with _lock(state_dir):
+        rows, to_run = {}, []
+        for name, settings, plan in plans:
+            _remove_leftovers(output_dir, name)
+            rows[name], job = _resume(name, settings, plan, output_dir, state_dir,
+                                      overwrite, check)
+            if job:
+                to_run.append(job)
+        done = sum(row.status == "done before" for row in rows.values())
+        refused = sum(row.status == "FAILED" for row in rows.values())
+        log(f"{len(plans)} models{f' (shard {shard})' if shard else ''}: {done} done before, "
+            + (f"{refused} refused, " if refused else "")
+            + f"{len(to_run)} to run with {jobs} worker{'s' * (jobs != 1)}")
+
+        def record(outcome):
+            rows[outcome.job.name] = _record(outcome, state_dir, rows[outcome.job.name])
+
+        runner.run(to_run, jobs, log=log, on_outcome=record, memory_budget=memory_budget,
+                   worker_log=os.path.join(state_dir, "workers.log"))
+    ordered = [rows[name] for name, _, _ in plans]
+    log(summary(ordered))
+    if json_report:
+        _write_json(json_report, ordered)
+    return 1 if any(r.failed for r in ordered) else 0
+
+
+def catalog_plans(config_dir, overrides, min_size):
+    """(name, settings, Plan) of every config, all validated before anything runs."""
+    from hubexport import architectures
+
+    plans = []
+    for name, path in config_lib.catalog(config_dir):
+        settings = {**config_lib.load(path), **overrides}
+        try:
+            if min_size and "architecture" in settings:
+                settings["image_size"] = architectures.lookup(settings["architecture"]).min_size
+            plans.append((name, settings, export.plan(**settings)))
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+    return plans
+
+
+def _remove_leftovers(output_dir, name):
+    """What a killed export of `name` left: its staging and retired directories."""
+    if not os.path.isdir(output_dir):
+        return
+    for entry in os.listdir(output_dir):
+        if entry.startswith((f".{name}.partial-", f".{name}.old-")):
+            shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
+
+
+def _resume(name, settings, plan, output_dir, state_dir, overwrite, check):
+    """(Row, Job or None): what is already done for `name`, and what is left."""
+    output = os.path.join(output_dir, name)
+    key = export.request_key(plan)
+    memory, seconds = estimate(plan)
+    request = {"export": settings, "output": output, "overwrite": overwrite,
+               "check": check}
+    if os.path.exists(output):
+        provenance = export.read_provenance(output) or {}
+        if provenance.get("request_key") == key:
+            record = _read_record(state_dir, name)
+            if record and record.get("key") == key:
+                return Row(name, "done before", **record["row"]), None
+            if not check:
+                return Row(name, "done before", size=_bytes(output)), None
+            return Row(name, "checked", key=key), runner.Job(
+                name, {**request, "export": None}, memory, seconds / 2)
+        if not overwrite:
+            return Row(name, "FAILED", error=(
+                f"{output} exists from another config, weights or library version; "
+                "pass --overwrite to replace it")), None
+    return Row(name, "exported", key=key), runner.Job(name, request, memory, seconds)
+
+
+def _record(outcome, state_dir, row):
+    """The finished job's Row; a successful one is also recorded for resuming."""
+    answer = outcome.answer
+    output = outcome.job.request["output"]
+    row = dataclasses.replace(row, seconds=outcome.seconds, peak=answer.get("peak_bytes"),
+                              start=answer.get("start_bytes"))
+    if not answer.get("ok"):
+        return dataclasses.replace(row, status="FAILED", error=answer.get("error", ""))
+    report = answer.get("report")
+    row = dataclasses.replace(
+        row, size=_bytes(output), report=report,
+        verdict=report["verdict"].upper() if report else "")
+    fields = {f: getattr(row, f)
+              for f in ("seconds", "size", "peak", "start", "verdict", "report")}
+    _write_atomically(os.path.join(state_dir, f"{row.name}.json"),
+                      {"key": row.key, "row": fields})
+    return row
+
+
+def _read_record(state_dir, name):
+    try:
+        with open(os.path.join(state_dir, f"{name}.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomically(path, data):
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(partial, path)
+
+
+def _bytes(directory):
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(directory) for name in names
+    )
+
+
+def _size(size):
+    if size is None:
+        return ""
+    for unit in ("B", "KB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.2f} GB"
+
+
+def summary(rows):
+    """The final table: model, what happened, seconds, size, peak memory, verdict."""
+    lines = [f"{'model':40} {'status':12} {'seconds':>8} {'size':>10} {'peak':>10}  check"]
+    for r in rows:
+        verdict = r.verdict or (f"- ({r.error})" if r.error else "-")
+        lines.append(f"{r.name:40} {r.status:12} {r.seconds:8.1f} {_size(r.size):>10} "
+                     f"{_size(r.peak):>10}  {verdict}")
+    failed = sum(r.failed for r in rows)
+    seconds = sum(r.seconds for r in rows)
+    lines.append(f"{len(rows)} models, {failed} failed or not conforming, "
+                 f"{runner.duration(seconds)} of work")
+    return "\n".join(lines)
+
+
+def _write_json(path, rows):
+    data = {"format": "hubexport-export-all/1",
+            "models": [{f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+                       for r in rows]}
+    _write_atomically(os.path.abspath(path), data)
+
+
+def saved_models(paths):
+    """`paths`, with a directory of SavedModels replaced by those SavedModels."""
+    found = []
+    for path in paths:
+        inside = []
+        if os.path.isdir(path) and not _is_saved_model(path):
+            inside = sorted(
+                os.path.join(path, entry) for entry in os.listdir(path)
+                if not entry.startswith(".") and _is_saved_model(os.path.join(path, entry)))
+        found.extend(inside or [path])
+    return found
+
+
+def _is_saved_model(path):
+    return any(os.path.isfile(os.path.join(path, name))
+               for name in ("saved_model.pb", "saved_model.pbtxt"))
+
+
+def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=1,
+              shard=None, memory_budget=None, json_report=None, junit_xml=None, log=print,
+              out=sys.stdout):
+    """`hubexport check` over many models; returns the exit code.
+
+    With jobs=1 the models are checked one after another in this process;
+    with more, in worker processes, and a summary table ends the output.
+    """
+    from hubexport import checker
+
+    models = select_shard(saved_models(paths), shard, _bytes)
+    if not models:
+        log(f"shard {shard} has no models")
+        return 0
+    if jobs == 1:
+        return checker.run(models, task, json_report, junit_xml, strict, allow_unsafe_ops,
+                           out=out)
+    checker.validate(task, json_report, junit_xml)
+    request = {"task": task, "strict": strict, "allow_unsafe_ops": allow_unsafe_ops}
+    to_run = []
+    for path in models:
+        size = _bytes(path)
+        to_run.append(runner.Job(path, {**request, "check": path},
+                                 int(runner.WORKER_BYTES + 10 * size), 5 + size / 2e6))
+
+    def show(outcome):
+        if outcome.answer.get("ok"):
+            out.write(outcome.answer["text"])
+            out.flush()
+
+    outcomes = runner.run(to_run, jobs, log=log, on_outcome=show, memory_budget=memory_budget)
+    rows = []
+    for outcome in outcomes:
+        answer = outcome.answer
+        report = answer.get("report")
+        rows.append(Row(outcome.job.name, "checked" if answer.get("ok") else "FAILED",
+                        seconds=outcome.seconds, size=_bytes(outcome.job.name),
+                        peak=answer.get("peak_bytes"), start=answer.get("start_bytes"),
+                        verdict=report["verdict"].upper() if report else "",
+                        error=answer.get("error", ""), report=report))
+    log(summary(rows))
+    model_reports = [reports.from_json(r.report) if r.report
+                     else reports.failed(r.name, "worker", r.error, r.seconds) for r in rows]
+    if json_report:
+        reports.write_json(model_reports, json_report, strict)
+    if junit_xml:
+        reports.write_junit_xml(model_reports, junit_xml, strict)
+    return 1 if any(r.failed for r in rows) else 0

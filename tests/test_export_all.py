@@ -1,0 +1,114 @@
+"""export_all and check over many models, through the command line: worker
+processes, shards, resuming, interrupts, and the summary."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+from test_cli import run
+
+from hubexport import catalog, export
+
+
+def _configs(directory, extra=None):
+    """Two small catalog configs (full size in the file; runs use --min_size)."""
+    directory.mkdir(exist_ok=True)
+    extra = extra or {}
+    for name, architecture, task in (("v3small_fv", "MobileNetV3Small", "feature_vector"),
+                                     ("v2_classifier", "MobileNetV2", "classification")):
+        (directory / f"{name}.toml").write_text(
+            f'architecture = "{architecture}"\ntask = "{task}"\n'
+            f'image_size = 224\nweights = "imagenet"\n{extra.get(name, "")}')
+    return str(directory)
+
+
+def _mtimes(directory):
+    return {name: os.stat(os.path.join(directory, name, "saved_model.pb")).st_mtime_ns
+            for name in os.listdir(directory) if not name.startswith(".")}
+
+
+def test_shards_export_and_check_the_catalog_and_a_rerun_redoes_nothing(tmp_path, capsys):
+    configs = _configs(tmp_path / "configs")
+    out = tmp_path / "models"
+    common = ["export_all", f"--config_dir={configs}", f"--output_dir={out}",
+              "--weights=none", "--min_size"]
+    assert run(*common, "--shard=0/2") == 0
+    first = capsys.readouterr().out
+    report = tmp_path / "summary.json"
+    assert run(*common, "--shard=1/2", "--jobs=2", f"--json_report={report}") == 0
+    second = capsys.readouterr().out
+    # Each machine of a two-machine matrix exports one model, and checks it.
+    for output in (first, second):
+        assert "1 models (shard" in output and "[1/1] " in output
+        assert "CONFORMS" in output.split("[1/1] ")[1].splitlines()[0]
+    assert sorted(_mtimes(out)) == ["v2_classifier", "v3small_fv"]
+    summary = json.loads(report.read_text())
+    (row,) = summary["models"]
+    assert (row["status"], row["verdict"]) == ("exported", "CONFORMS")
+    assert row["size"] > 1e6 and row["peak"] > 1e8 and row["seconds"] > 0
+
+    before = _mtimes(out)
+    assert run(*common, "--jobs=2") == 0
+    again = capsys.readouterr().out
+    assert "2 models: 2 done before, 0 to run" in again
+    assert again.count("done before") == 3 and "[1/" not in again  # Header + 2 rows.
+    assert _mtimes(out) == before
+
+    junit = tmp_path / "checks.xml"
+    assert run("check", str(out), "--jobs=2", f"--junit_xml={junit}") == 0
+    checked = capsys.readouterr().out
+    assert checked.count("CONFORMS") >= 4  # Each model's report, and the summary.
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    assert sorted(os.path.basename(s.get("name")) for s in suites) == [
+        "v2_classifier", "v3small_fv"]
+
+
+def _wait_for(condition, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_an_interrupted_run_leaves_nothing_partial_and_resumes(tmp_path, capsys):
+    configs = _configs(tmp_path / "configs")
+    out = tmp_path / "models"
+    args = ["export_all", f"--config_dir={configs}", f"--output_dir={out}",
+            "--weights=none", "--min_size", "--nocheck_exports"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from hubexport import cli; cli.run()", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def staging():
+        return out.exists() and any(".partial-" in name for name in os.listdir(out))
+
+    assert _wait_for(staging), process.communicate()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout + stderr
+    assert stderr.strip() == "hubexport: error: interrupted; no partial output was left behind"
+    assert sorted(os.listdir(out)) == [catalog.STATE_DIR]
+
+    # What a killed worker would have left is removed, and the run resumes.
+    (out / ".v3small_fv.partial-killed").mkdir()
+    assert run(*args, "--jobs=2") == 0
+    assert "2 models: 0 done before, 2 to run" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == [catalog.STATE_DIR, "v2_classifier", "v3small_fv"]
+    key = export.read_provenance(str(out / "v3small_fv"))["request_key"]
+
+    # Another config for an existing model: refused, then replaced on request.
+    _configs(tmp_path / "configs", extra={"v3small_fv": 'pooling = "max"\n'})
+    assert run(*args) == 1
+    refused = capsys.readouterr().out
+    assert "1 done before, 1 refused, 0 to run" in refused
+    assert "exists from another config, weights or library version; pass --overwrite" in refused
+    assert run(*args, "--overwrite") == 0
+    assert "1 done before, 1 to run" in capsys.readouterr().out
+    replaced = export.read_provenance(str(out / "v3small_fv"))
+    assert replaced["request_key"] != key and replaced["pooling"] == "max"

@@ -1,0 +1,144 @@
+"""The scheduler of export_all and check --jobs, with a stand-in worker.
+
+The stand-in speaks the worker's protocol without TensorFlow: it sleeps for
+the job's "sleep" seconds, appends "start/end NAME PID TIME" to a log, and
+answers with the job's "rss" as its memory. So these tests see exactly when
+each job ran, in which process, in a fraction of a second each.
+"""
+
+import os
+import sys
+
+import pytest
+
+from hubexport import catalog, runner
+from hubexport.errors import UserError
+
+GIB = runner.GIB
+
+_FAKE_WORKER = """
+import json, os, sys, time
+log = sys.argv[1]
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(log, "a") as f:
+        f.write(f"start {job['name']} {os.getpid()} {time.monotonic()}\\n")
+    if job.get("die"):
+        sys.exit(3)
+    time.sleep(job.get("sleep", 0.2))
+    with open(log, "a") as f:
+        f.write(f"end {job['name']} {os.getpid()} {time.monotonic()}\\n")
+    print(json.dumps({"ok": True, "rss_bytes": job.get("rss", 0), "peak_bytes": 1}), flush=True)
+"""
+
+
+def _run(tmp_path, jobs, **kwargs):
+    log = tmp_path / "events.log"
+    messages = []
+    outcomes = runner.run(jobs, log=messages.append,
+                          worker_command=(sys.executable, "-c", _FAKE_WORKER, str(log)), **kwargs)
+    events = [line.split() for line in log.read_text().splitlines()]
+    return outcomes, events, messages
+
+
+def _job(name, memory=GIB, cost=1.0, **request):
+    return runner.Job(name, {"name": name, **request}, memory, cost)
+
+
+def _intervals(events):
+    spans = {}
+    for kind, name, pid, when in events:
+        spans.setdefault(name, {})[kind] = float(when)
+        spans[name]["pid"] = pid
+    return spans
+
+
+def _overlap(a, b):
+    return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+def test_jobs_run_side_by_side_largest_first(tmp_path):
+    jobs = [_job("small", cost=1), _job("large", cost=9), _job("medium", cost=5)]
+    outcomes, events, messages = _run(tmp_path, jobs, parallel=2, memory_budget=10 * GIB)
+    assert [o.job.name for o in outcomes] == ["small", "large", "medium"]  # Job order.
+    assert all(o.answer["ok"] for o in outcomes)
+    starts = [name for kind, name, _, _ in events if kind == "start"]
+    assert set(starts[:2]) == {"large", "medium"} and starts[2] == "small"
+    spans = _intervals(events)
+    assert _overlap(spans["large"], spans["medium"])
+    assert len(messages) == 3 and messages[-1].startswith("[3/3] ")
+    assert "about" in messages[0] and "left" in messages[0]
+
+
+def test_jobs_wait_for_memory(tmp_path):
+    jobs = [_job("a", memory=6 * GIB), _job("b", memory=6 * GIB), _job("c", memory=3 * GIB)]
+    _, events, _ = _run(tmp_path, jobs, parallel=2, memory_budget=10 * GIB)
+    spans = _intervals(events)
+    assert not _overlap(spans["a"], spans["b"])  # 12 GiB together: over budget.
+    assert _overlap(spans["a"], spans["c"]) or _overlap(spans["b"], spans["c"])
+
+
+def test_a_job_larger_than_the_budget_runs_alone(tmp_path):
+    jobs = [_job("huge", memory=50 * GIB, cost=9), _job("tiny", cost=1)]
+    outcomes, events, _ = _run(tmp_path, jobs, parallel=2, memory_budget=10 * GIB)
+    spans = _intervals(events)
+    assert not _overlap(spans["huge"], spans["tiny"])
+    assert all(o.answer["ok"] for o in outcomes)
+
+
+def test_a_worker_that_grew_is_replaced(tmp_path):
+    jobs = [_job("grew", cost=3, rss=runner.RECYCLE_BYTES + 1), _job("next", cost=2),
+            _job("same", cost=1)]
+    _, events, _ = _run(tmp_path, jobs, parallel=1)
+    spans = _intervals(events)
+    assert spans["grew"]["pid"] != spans["next"]["pid"]
+    assert spans["next"]["pid"] == spans["same"]["pid"]  # Small ones share a worker.
+
+
+def test_a_dead_worker_fails_its_job_only(tmp_path):
+    jobs = [_job("dies", cost=2, die=True), _job("fine", cost=1)]
+    outcomes, _, messages = _run(tmp_path, jobs, parallel=1)
+    dead, fine = outcomes
+    assert not dead.answer["ok"]
+    assert "worker process ended (exit status 3" in dead.answer["error"]
+    assert fine.answer["ok"]
+    assert any("dies: FAILED: the worker process ended" in m for m in messages)
+
+
+def test_shards_split_everything_once_and_evenly():
+    items = [("m%d" % i, cost) for i, cost in enumerate([9, 8, 7, 5, 4, 3, 3, 2, 1, 1])]
+    shards = [catalog.select_shard(items, f"{i}/3", lambda item: item[1]) for i in range(3)]
+    names = [name for shard in shards for name, _ in shard]
+    assert sorted(names) == sorted(name for name, _ in items)
+    totals = [sum(cost for _, cost in shard) for shard in shards]
+    assert max(totals) - min(totals) <= 1
+    for shard in shards:  # Each keeps the catalog's order.
+        assert shard == [item for item in items if item in shard]
+    assert catalog.select_shard(items, None, lambda item: item[1]) == items
+
+
+@pytest.mark.parametrize("spec", ["2/2", "1", "a/b", "-1/2", "0/0", "1/2/3"])
+def test_a_bad_shard_is_refused_with_the_form(spec):
+    with pytest.raises(UserError, match=rf"--shard={spec} is not a shard; allowed: I/N"):
+        catalog.parse_shard(spec)
+
+
+def test_memory_estimate_grows_with_model_and_size():
+    from hubexport import export
+
+    small = export.plan("MobileNetV2", "feature_vector", 32, "none")
+    large = export.plan("ConvNeXtXLarge", "feature_vector", 32, "none")
+    full = export.plan("MobileNetV2", "feature_vector", 224, "none")
+    assert catalog.estimate(small)[0] < catalog.estimate(full)[0] < catalog.estimate(large)[0]
+    assert catalog.estimate(small)[1] < catalog.estimate(large)[1]
+    assert catalog.estimate(large)[0] > 14 * GIB  # Measured peak at 32x32: 11 GiB.
+
+
+def test_progress_durations_read_well():
+    assert [runner.duration(s) for s in (4.4, 75, 3725)] == ["4s", "1m15s", "1h02m"]
+
+
+def test_available_memory_is_read_from_proc():
+    if not os.path.exists("/proc/meminfo"):
+        pytest.skip("no /proc/meminfo")
+    assert 0 < runner.available_memory() < 2**50

@@ -110,15 +110,16 @@ def child_export_hubexport(name, size, task, weights, output, jit, check):
     stamps = []
     kwargs = {"jit_compile": True} if jit else {}
     plan = export.plan(name, task, size, weights, **kwargs)
-    result = export.export(plan, output, log=lambda m: stamps.append((m, time.monotonic())))
+    result = export.export(plan, output, log=lambda m: stamps.append((m, time.monotonic(), _rss())))
     peak = _rss()
     phases = {}
-    for (message, start), (_, end) in zip(stamps, stamps[1:]):
+    for (message, start, _), (_, end, _) in zip(stamps, stamps[1:]):
         key = {"Building": "build", "Tracing": "save", "Reloading": "verify"}.get(message.split()[0])
         if key:
             phases[key] = phases.get(key, 0.0) + end - start
     out = {"seconds": result.seconds, "phases": phases, "difference": result.max_relative_difference,
            "rss_before": before, "rss_peak": peak, "bytes": _dir_bytes(output),
+           "rss_before_verify": next(r for m, _, r in stamps if m.startswith("Reloading")),
            "graph_bytes": os.path.getsize(os.path.join(output, "saved_model.pb"))}
     if check:
         report = checker.check(output)
@@ -257,14 +258,18 @@ def child(mode, args):
 
 # ---------------------------------------------------------------- parent
 
-def run_child(mode, *args):
+def run_child(mode, *args, required=True):
     # Run from this directory: hubexport comes from the environment, not the cwd.
     code = f"import sys, compare; compare.child({mode!r}, sys.argv[1:])"
     completed = subprocess.run(
         [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=HERE,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    if completed.returncode:
-        sys.exit(f"{mode} {args} failed:\n{completed.stderr[-3000:]}")
+    if completed.returncode:  # Reported, and the run goes on (-9: killed, out of memory?).
+        lines = [x for x in completed.stderr.splitlines() if not x.startswith(("I0000", "WARNING: All"))]
+        print(f"{mode} {args[0]} failed (exit {completed.returncode}):", *lines[-5:], sep="\n  ")
+        if required:
+            sys.exit(1)
+        return None
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -320,7 +325,8 @@ def measure(name, args, work, jit):
         for kind in (("keras", "hubexport") if r % 2 == 0 else ("hubexport", "keras")):
             loads[kind].append(run_child("load", paths[kind])["seconds"])
     timing = run_child("inference", *model, weights, paths["hubexport"],
-                       paths["jit"] if jit else "", args.batch_sizes, args.repeats, args.train_batch, args.train_repeats)
+                       paths["jit"] if jit else "", args.batch_sizes, args.repeats, args.train_batch, args.train_repeats,
+                       required=False)
     return {"prepared": prepared, "exports": exports, "loads": loads, "timing": timing}
 
 
@@ -336,8 +342,10 @@ def report(name, m, args):
           f"({p['params'] / 1e6:.1f}M params, {params / MB:.1f}MB; tf_keras copy differs "
           f"by {p['tf_keras_difference']:.0e}) ==")
     targets = {}
-    for row, times in t.items():
-        if row == "trainable":
+    for row, times in (t or {"inference": "failed"}).items():
+        if times == "failed":
+            print(f"{row:14}: failed (see above)")
+        if row == "trainable" or times == "failed":
             continue
         base = times["native"]
         cells = [f"native {ms(base)}"] + [
@@ -370,10 +378,12 @@ def report(name, m, args):
     load = {k: statistics.median(v) for k, v in m["loads"].items()}
     print(f"{'load':14}: keras export {load['keras']:.2f}s | hubexport {load['hubexport']:.2f}s "
           f"({load['hubexport'] / load['keras']:.2f}x)")
+    rss = {k: {x: median_of(e[k], x) for x in e[k][0] if x.startswith("rss")} for k in e}
     print(f"{'peak RSS':14}: " + " | ".join(
-        f"{k} {median_of(e[k], 'rss_peak') / MB:.0f}MB (+{median_of(e[k], 'rss_peak') / MB - median_of(e[k], 'rss_before') / MB:.0f}MB "
-        f"over imports = {(median_of(e[k], 'rss_peak') - median_of(e[k], 'rss_before')) / params:.0f}x params)"
-        for k in ("keras", "hubexport")))
+        f"{k} {rss[k]['rss_peak'] / MB:.0f}MB (+{(rss[k]['rss_peak'] - rss[k]['rss_before']) / MB:.0f}MB "
+        f"over imports = {(rss[k]['rss_peak'] - rss[k]['rss_before']) / params:.0f}x params)"
+        for k in ("keras", "hubexport")) + " | hubexport before verify +"
+        f"{(rss['hubexport']['rss_before_verify'] - rss['hubexport']['rss_before']) / MB:.0f}MB")
     print(f"{'check':14}: {median_of(e['hubexport'], 'check'):.1f}s "
           f"({'FAILS' if e['hubexport'][0]['check_fails'] else 'conforms'})")
     return targets
@@ -408,13 +418,13 @@ def main():
             results[name] = measure(name, args, work, jit)
             targets[name] = report(name, results[name], args)
             sys.stdout.flush()
+            if args.json:  # After every model, so a failure later keeps these.
+                with open(args.json, "w") as f:
+                    json.dump({"args": vars(args), "results": results}, f, indent=1)
     print("\n== targets ==")
     for name, model_targets in targets.items():
         for target, (met, detail) in model_targets.items():
             print(f"{name:16} {target:36} {'met' if met else 'MISSED':7} {detail}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -70,13 +70,15 @@ def select_shard(items, spec, cost):
 
 
 # Peak memory and seconds of an export and its check, fitted to the catalog
-# run on 2 cores (BUILD_NOTES.md): a TensorFlow process with its libraries,
-# ~40 bytes per parameter (the model, its traced and reloaded copies,
+# run on 2 cores (BUILD_NOTES.md): a worker with TensorFlow, Keras, tf_keras
+# and tensorflow_hub loaded and a small model traced (DenseNet121 at 32x32
+# peaked at 2.1 GB), ~40 bytes per parameter (the model, its traced and reloaded copies,
 # gradients) and activations growing with pixels and layers; time grows with
 # layers (tracing, saving, loading), parameters, and parameters times pixels
 # (compute; ~1 at 224x224). Estimates order and pack the jobs; they need not
 # be exact, but the memory one should not fall short (the catalog tier
 # compares it with every model's measured peak).
+_BASE_BYTES = 2 * GIB
 _BYTES_PER_PARAMETER = 40
 _BYTES_PER_PIXEL_LAYER = 80
 _SECONDS = 6.0
@@ -94,7 +96,7 @@ def estimate(plan):
         parameters = plan.architecture.params * 1e6
         layers = plan.architecture.layers
     pixels = (plan.image_size or 224) ** 2
-    memory = (runner.WORKER_BYTES + _BYTES_PER_PARAMETER * parameters
+    memory = (_BASE_BYTES + _BYTES_PER_PARAMETER * parameters
               + _BYTES_PER_PIXEL_LAYER * pixels * layers)
     megaparameters = parameters / 1e6
     seconds = (_SECONDS + _SECONDS_PER_LAYER * layers
@@ -337,7 +339,7 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=
     for path in models:
         size = _bytes(path)
         to_run.append(runner.Job(path, {**request, "check": path},
-                                 int(runner.WORKER_BYTES + 10 * size), 5 + size / 2e6))
+                                 int(_BASE_BYTES + 10 * size), 5 + size / 2e6))
 
     def show(outcome):
         if outcome.answer.get("ok"):

@@ -33,7 +33,7 @@ import sys
 import time
 
 GIB = 2**30
-WORKER_BYTES = 1.5 * GIB  # A worker with TensorFlow and Keras imported, before any job.
+WORKER_BYTES = 0.75 * GIB  # A worker with TensorFlow imported, before any job.
 RECYCLE_BYTES = 3 * GIB
 RESERVE_BYTES = GIB // 2
 

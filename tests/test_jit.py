@@ -153,3 +153,30 @@ def test_jit_compile_from_config_and_flag(tmp_path, monkeypatch):
                                 "--output=out", *extra])
             assert cli.main(argv) == 0
     assert [plan.jit_compile for plan in plans] == [False, True]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_model_is_traced_once_per_value_of_training(keras, jit_compile):
+    """Every endpoint, the momentum variants, the compiled wrapper and the
+    verification's reference share two traces of the model."""
+    import tensorflow as tf
+
+    from hubexport import reusable
+
+    traced = []
+
+    class Counting(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            traced.append(training)
+            return inputs
+
+    keras.backend.clear_session()
+    model = keras.Sequential([
+        keras.Input((None, None, 3)), Counting(), keras.layers.Conv2D(4, 3),
+        keras.layers.BatchNormalization(momentum=0.9), keras.layers.GlobalAveragePooling2D()])
+    traced.clear()  # Keras ran the layer symbolically to build the model.
+    extras = reusable.Extras(serving_size=(8, 8), batch_norm_momentum=0.9)
+    _, _, reference = reusable.make_root(model, "unit", "feature_vector", extras=extras,
+                                         jit_compile=jit_compile)
+    reference(tf.zeros([1, 8, 8, 3]))
+    assert sorted(traced) == [False, True]

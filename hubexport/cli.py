@@ -10,6 +10,7 @@ Usage:
       [--feature_layer=NAME] [--pooling=avg|max])
   hubexport export --config=export_configs/NAME.toml --output=DIR
       (flags given beside --config override the file)
+  hubexport export ... [--jit_compile]   (inference compiled with XLA; training not)
   hubexport export_all --config_dir=export_configs --output_dir=DIR
       [--weights=none] [--image_size=N | --min_size] [--overwrite]
       [--jobs=N] [--shard=I/N] [--nocheck_exports] [--json_report=FILE]
@@ -69,6 +70,10 @@ _FEATURE_LAYER = flags.DEFINE_string(
     "export feature_vector: export this named layer's output (e.g. block4_pool).")
 _POOLING = flags.DEFINE_string(
     "pooling", None, "export feature_vector: avg (default) or max global pooling.")
+_JIT_COMPILE = flags.DEFINE_boolean(
+    "jit_compile", False,
+    "export: compile the inference path (training=False, serving signatures) with "
+    "XLA; training stays uncompiled.")
 _TASK = flags.DEFINE_string(
     "task", None,
     f"export: one of {', '.join(architectures.TASKS)}; check: auto (default: "
@@ -122,9 +127,10 @@ _ALLOW_UNSAFE_OPS = flags.DEFINE_boolean(
 # The settings of an export: a config's keys, each also a flag.
 _EXPORT_SETTINGS = tuple(config_lib.KEYS)
 _FLAGS = (_ARCHITECTURE, _KERAS_MODEL, _PREPROCESSING, _CUSTOM_OBJECTS, _LABELS,
-          _TOP_K, _MULTI_LABEL, _FEATURE_LAYER, _POOLING, _TASK, _IMAGE_SIZE, _WEIGHTS, _OUTPUT, _OVERWRITE,
-          _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _MIN_SIZE, _JOBS, _SHARD, _MEMORY_GB,
-          _CHECK_EXPORTS, _JSON_REPORT, _JUNIT_XML, _STRICT, _ALLOW_UNSAFE_OPS)
+          _TOP_K, _MULTI_LABEL, _FEATURE_LAYER, _POOLING, _JIT_COMPILE, _TASK, _IMAGE_SIZE,
+          _WEIGHTS, _OUTPUT, _OVERWRITE, _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _MIN_SIZE, _JOBS,
+          _SHARD, _MEMORY_GB, _CHECK_EXPORTS, _JSON_REPORT, _JUNIT_XML, _STRICT,
+          _ALLOW_UNSAFE_OPS)
 _MANY = {"jobs", "shard", "memory_gb"}
 _ONLY_FOR = {
     "export": {"output", "config", "overwrite", *_EXPORT_SETTINGS},

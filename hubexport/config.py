@@ -24,6 +24,7 @@ KEYS = {
     "multi_label": bool,
     "feature_layer": str,
     "pooling": str,
+    "jit_compile": bool,
 }
 REQUIRED = ("task",)
 PATHS = ("keras_model", "labels", "weights")  # Relative to the config's directory.

@@ -335,6 +335,11 @@ def _signatures(p):
                  "statistics" + _momentum_clause(p) + ".")
     lines.append("- `obj.serve(images)` and `obj.serve_training(images)`: the "
                  "endpoints of `keras.layers.TFSMLayer` (Keras 3).")
+    if p.get("jit_compile"):
+        lines.append("- Compiled with XLA: `obj(images, training=False)`, `obj.serve` "
+                     "and every signature run as one XLA-compiled function (the first "
+                     "call at each new input shape compiles it, which takes seconds); "
+                     "`training=True` and `obj.serve_training` are not compiled.")
     for name in names:
         if name == "serving_default":
             lines.append(f"- signature `serving_default`: input `images`, output "

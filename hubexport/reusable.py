@@ -14,6 +14,13 @@ and the `serving_default` signature for TF Serving (K3). With Extras, also
 asset, and the raw-image signatures of hubexport.serving. All endpoints call
 the one traced `__call__`, so the graph of the model is stored once per value
 of `training`.
+
+With jit_compile, the inference path (`training=False`, and so every
+endpoint but `serve_training`) runs preprocessing and the model as one
+XLA-compiled function: a small `tf.function(jit_compile=True)` that calls the
+training=False trace, which is itself stored without the attribute so the
+export's verification can run it uncompiled as the reference. The
+training=True trace is not compiled, so fine-tuning is unchanged.
 """
 
 import contextlib
@@ -71,7 +78,8 @@ class Extras:
     labels_path: str | None = None  # A file holding `labels`, saved as an asset.
 
 
-def make_root(model, preprocessing, task, height=None, width=None, extras=None):
+def make_root(model, preprocessing, task, height=None, width=None, extras=None,
+              jit_compile=False):
     """Returns (root, signatures, reference).
 
     `root` and `signatures` are ready for `tf.saved_model.save`;
@@ -85,6 +93,7 @@ def make_root(model, preprocessing, task, height=None, width=None, extras=None):
       task: "feature_vector" or "classification".
       height, width: the fixed input size, or None where it is free.
       extras: an Extras, or None for the contract's endpoints only.
+      jit_compile: compile the inference path with XLA (see the module doc).
     """
     from hubexport import serving
 
@@ -101,18 +110,29 @@ def make_root(model, preprocessing, task, height=None, width=None, extras=None):
         with _momentum_of(batch_norms, batch_norm_momentum):
             return tf.cast(model(inputs, training=training), tf.float32)
 
-    def backbone_call(images, training, batch_norm_momentum):
-        inputs = preprocessing_lib.preprocess(images, preprocessing)
-        if momentum is None:
-            return backbone(inputs, training)
-        return backbone(inputs, training, tf.convert_to_tensor(batch_norm_momentum, tf.float32))
+    def backbone_call(images, training, *momentum_tensor):
+        return backbone(preprocessing_lib.preprocess(images, preprocessing), training,
+                        *momentum_tensor)
+
+    # The inference path as one XLA cluster; it calls the (uncompiled) trace
+    # of backbone, so the model's graph is still stored once per `training`.
+    @tf.function(autograph=False, jit_compile=True)
+    def compiled_inference(images, *momentum_tensor):
+        return backbone_call(images, False, *momentum_tensor)
+
+    def model_call(images, training, batch_norm_momentum):
+        momentum_tensor = () if momentum is None else (
+            tf.convert_to_tensor(batch_norm_momentum, tf.float32),)
+        if jit_compile and not training:
+            return compiled_inference(images, *momentum_tensor)
+        return backbone_call(images, training, *momentum_tensor)
 
     if momentum is None:
         def call(images, training=False):
-            return backbone_call(images, training, None)
+            return model_call(images, training, None)
     else:
         def call(images, training=False, batch_norm_momentum=momentum):
-            return backbone_call(images, training, batch_norm_momentum)
+            return model_call(images, training, batch_norm_momentum)
 
     call_fn = tf.function(call, autograph=False)
     hyperparameters = [{}]
@@ -166,11 +186,13 @@ def make_root(model, preprocessing, task, height=None, width=None, extras=None):
         from_bytes, from_uint8 = serving.raw_image_functions(serving_outputs, extras.serving_size)
         signatures[serving.BYTES_SIGNATURE] = from_bytes.get_concrete_function()
         signatures[serving.UINT8_SIGNATURE] = from_uint8.get_concrete_function()
+    # The spec of the traces above (a named spec would trace the model again).
+    inputs_spec = tf.TensorSpec(spec.shape, spec.dtype)
     if momentum is None:
-        reference = backbone.get_concrete_function(spec, training=False)
+        reference = backbone.get_concrete_function(inputs_spec, training=False)
     else:
         concrete = backbone.get_concrete_function(
-            spec, training=False, batch_norm_momentum=tf.TensorSpec([], tf.float32))
+            inputs_spec, training=False, batch_norm_momentum=tf.TensorSpec([], tf.float32))
         reference = lambda inputs: concrete(inputs, batch_norm_momentum=tf.constant(momentum))  # noqa: E731
     return root, signatures, reference
 

@@ -180,3 +180,11 @@ def test_the_model_is_traced_once_per_value_of_training(keras, jit_compile):
                                          jit_compile=jit_compile)
     reference(tf.zeros([1, 8, 8, 3]))
     assert sorted(traced) == [False, True]
+
+
+def test_a_jit_export_that_differs_says_xla_may_be_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "relative_difference", lambda actual, expected: 0.5)
+    plan = export.plan("MobileNetV2", "feature_vector", 32, "none", jit_compile=True)
+    with pytest.raises(export.VerificationError, match="5.00e-01 .*export without --jit_compile"):
+        export.export(plan, str(tmp_path / "model"))
+    assert os.listdir(tmp_path) == []

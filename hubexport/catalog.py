@@ -72,7 +72,7 @@ def select_shard(items, spec, cost):
 # Peak memory and seconds of an export and its check, fitted to the catalog
 # run on 2 cores (BUILD_NOTES.md): a worker with TensorFlow, Keras, tf_keras
 # and tensorflow_hub loaded and a small model traced (DenseNet121 at 32x32
-# peaked at 2.1 GB), ~40 bytes per parameter (the model, its traced and reloaded copies,
+# peaked at 2.1 GB), ~40 bytes per parameter and 2.5 MB per layer (the model, its traced and reloaded copies,
 # gradients) and activations growing with pixels and layers; time grows with
 # layers (tracing, saving, loading), parameters, and parameters times pixels
 # (compute; ~1 at 224x224). Estimates order and pack the jobs; they need not
@@ -80,6 +80,7 @@ def select_shard(items, spec, cost):
 # compares it with every model's measured peak).
 _BASE_BYTES = 2 * GIB
 _BYTES_PER_PARAMETER = 40
+_BYTES_PER_LAYER = 2.5e6  # EfficientNetB7 at 32x32 (813 layers): 6.7 GB.
 _BYTES_PER_PIXEL_LAYER = 80
 _SECONDS = 6.0
 _SECONDS_PER_LAYER = 0.08
@@ -96,7 +97,7 @@ def estimate(plan):
         parameters = plan.architecture.params * 1e6
         layers = plan.architecture.layers
     pixels = (plan.image_size or 224) ** 2
-    memory = (_BASE_BYTES + _BYTES_PER_PARAMETER * parameters
+    memory = (_BASE_BYTES + _BYTES_PER_PARAMETER * parameters + _BYTES_PER_LAYER * layers
               + _BYTES_PER_PIXEL_LAYER * pixels * layers)
     megaparameters = parameters / 1e6
     seconds = (_SECONDS + _SECONDS_PER_LAYER * layers

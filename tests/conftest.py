@@ -70,3 +70,24 @@ def reference_model(keras, architecture, weights_path, task, size):
         model = ctor(weights=None, classifier_activation=None, input_shape=(size, size, 3))
     model.load_weights(weights_path)
     return model
+
+
+def fit_through_hub(path, trainable, size=FV_SIZE):
+    """One epoch of a Dense(3) head on hub.KerasLayer(path) in tf_keras.
+
+    Returns (layer, model, images, trainable weights before, non-trainable
+    weights before), for the test to compare with the weights after.
+    """
+    import numpy as np
+    import tensorflow_hub as hub
+    import tf_keras
+
+    images = np.random.default_rng(0).uniform(0, 1, (8, size, size, 3)).astype("float32")
+    layer = hub.KerasLayer(path, trainable=trainable)
+    model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), layer, tf_keras.layers.Dense(3)])
+    model.compile(tf_keras.optimizers.SGD(0.1),
+                  tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    trainable_before = [w.numpy() for w in layer.trainable_weights]
+    frozen_before = [w.numpy() for w in layer.non_trainable_weights]
+    model.fit(images, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
+    return layer, model, images, trainable_before, frozen_before

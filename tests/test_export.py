@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import FV_SIZE, reference_model, save_random_weights
+from conftest import FV_SIZE, fit_through_hub, reference_model, save_random_weights
 from hubexport import export
 from hubexport.errors import UserError
 
@@ -123,25 +123,9 @@ def test_regularization_losses_come_from_the_models_regularizers(keras, tmp_path
     assert values == pytest.approx([0.5 * float(np.sum(kernel**2)), 0.25 * 4.0], rel=1e-5)
 
 
-def _fit_one_epoch(model, images, labels):
-    model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
-
-
 def test_fine_tunes_through_hub_keras_layer(mobilenet_fv):
-    import tensorflow_hub as hub
-    import tf_keras
-
-    images = _images(8, FV_SIZE, FV_SIZE)
-    labels = np.arange(8) % 3
     for trainable in (True, False):
-        layer = hub.KerasLayer(mobilenet_fv, trainable=trainable)
-        model = tf_keras.Sequential([
-            tf_keras.Input((FV_SIZE, FV_SIZE, 3)), layer, tf_keras.layers.Dense(3)])
-        model.compile(tf_keras.optimizers.SGD(0.1),
-                      tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        trainable_before = [w.numpy() for w in layer.trainable_weights]
-        frozen_before = [w.numpy() for w in layer.non_trainable_weights]
-        _fit_one_epoch(model, images, labels)
+        layer, _, _, trainable_before, frozen_before = fit_through_hub(mobilenet_fv, trainable)
         if trainable:
             moved = [not np.array_equal(b, w.numpy())
                      for b, w in zip(trainable_before, layer.trainable_weights)]
@@ -166,7 +150,7 @@ def test_keras3_tfsmlayer_predicts_and_fine_tunes(keras, mobilenet_fv):
     assert model.predict(images, verbose=0).shape == (8, 3)
     before = [w.numpy() for w in layer.trainable_weights]
     assert before
-    _fit_one_epoch(model, images, np.arange(8) % 3)
+    model.fit(images, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
     moved = [not np.array_equal(b, w.numpy()) for b, w in zip(before, layer.trainable_weights)]
     assert np.mean(moved) > 0.9
 

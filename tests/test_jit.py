@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import FV_SIZE
+from conftest import FV_SIZE, fit_through_hub
 from hubexport import config as config_lib
 from hubexport import export
 from hubexport.errors import UserError
@@ -98,17 +98,7 @@ def test_jit_export_computes_what_the_plain_export_computes(mobilenet_jit, mobil
 
 
 def test_jit_export_fine_tunes_through_hub_keras_layer(mobilenet_jit):
-    import tensorflow_hub as hub
-    import tf_keras
-
-    layer = hub.KerasLayer(mobilenet_jit, trainable=True)
-    model = tf_keras.Sequential([
-        tf_keras.Input((FV_SIZE, FV_SIZE, 3)), layer, tf_keras.layers.Dense(3)])
-    model.compile(tf_keras.optimizers.SGD(0.1),
-                  tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = [w.numpy() for w in layer.trainable_weights]
-    images = np.random.default_rng(0).uniform(0, 1, (8, FV_SIZE, FV_SIZE, 3)).astype("float32")
-    model.fit(images, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
+    layer, model, images, before, _ = fit_through_hub(mobilenet_jit, trainable=True)
     moved = [not np.array_equal(b, w.numpy()) for b, w in zip(before, layer.trainable_weights)]
     assert np.mean(moved) > 0.9, "the backbone's weights must move"
     assert model.predict(images, verbose=0).shape == (8, 3)  # Inference: compiled.

@@ -226,18 +226,24 @@ def _resume(name, settings, plan, output_dir, state_dir, overwrite, check):
     return Row(name, "exported", key=key), runner.Job(name, request, memory, seconds)
 
 
-def _record(outcome, state_dir, row):
-    """The finished job's Row; a successful one is also recorded for resuming."""
+def _finished(row, outcome):
+    """`row` with what the worker answered to its job: time, memory, verdict or error."""
     answer = outcome.answer
-    output = outcome.job.request["output"]
     row = dataclasses.replace(row, seconds=outcome.seconds, peak=answer.get("peak_bytes"),
                               start=answer.get("start_bytes"))
     if not answer.get("ok"):
         return dataclasses.replace(row, status="FAILED", error=answer.get("error", ""))
     report = answer.get("report")
-    row = dataclasses.replace(
-        row, size=_bytes(output), report=report,
-        verdict=report["verdict"].upper() if report else "")
+    return dataclasses.replace(row, report=report,
+                               verdict=report["verdict"].upper() if report else "")
+
+
+def _record(outcome, state_dir, row):
+    """The finished job's Row; a successful one is also recorded for resuming."""
+    row = _finished(row, outcome)
+    if row.status == "FAILED":
+        return row
+    row = dataclasses.replace(row, size=_bytes(outcome.job.request["output"]))
     fields = {f: getattr(row, f)
               for f in ("seconds", "size", "peak", "start", "verdict", "report")}
     _write_atomically(os.path.join(state_dir, f"{row.name}.json"),
@@ -327,7 +333,9 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=
     """
     from hubexport import checker
 
-    models = select_shard(saved_models(paths), shard, _bytes)
+    models = saved_models(paths)
+    sizes = {path: _bytes(path) for path in models}
+    models = select_shard(models, shard, sizes.get)
     if not models:
         log(f"shard {shard} has no models")
         return 0
@@ -338,9 +346,8 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=
     request = {"task": task, "strict": strict, "allow_unsafe_ops": allow_unsafe_ops}
     to_run = []
     for path in models:
-        size = _bytes(path)
         to_run.append(runner.Job(path, {**request, "check": path},
-                                 int(_BASE_BYTES + 10 * size), 5 + size / 2e6))
+                                 int(_BASE_BYTES + 10 * sizes[path]), 5 + sizes[path] / 2e6))
 
     def show(outcome):
         if outcome.answer.get("ok"):
@@ -348,15 +355,8 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=
             out.flush()
 
     outcomes = runner.run(to_run, jobs, log=log, on_outcome=show, memory_budget=memory_budget)
-    rows = []
-    for outcome in outcomes:
-        answer = outcome.answer
-        report = answer.get("report")
-        rows.append(Row(outcome.job.name, "checked" if answer.get("ok") else "FAILED",
-                        seconds=outcome.seconds, size=_bytes(outcome.job.name),
-                        peak=answer.get("peak_bytes"), start=answer.get("start_bytes"),
-                        verdict=report["verdict"].upper() if report else "",
-                        error=answer.get("error", ""), report=report))
+    rows = [_finished(Row(o.job.name, "checked", size=sizes[o.job.name]), o)
+            for o in outcomes]
     log(summary(rows))
     model_reports = [reports.from_json(r.report) if r.report
                      else reports.failed(r.name, "worker", r.error, r.seconds) for r in rows]

@@ -28,7 +28,7 @@ import shutil
 import sys
 
 from hubexport import config as config_lib
-from hubexport import export, reports, runner
+from hubexport import checker, export, reports, runner
 from hubexport.errors import UserError
 
 STATE_DIR = ".hubexport"
@@ -72,8 +72,11 @@ def select_shard(items, spec, cost):
 # Peak memory and seconds of an export and its check, fitted to the catalog
 # run on 2 cores (BUILD_NOTES.md): a worker with TensorFlow, Keras, tf_keras
 # and tensorflow_hub loaded and a small model traced (DenseNet121 at 32x32
-# peaked at 2.1 GB), ~40 bytes per parameter and 2.5 MB per layer (the model, its traced and reloaded copies,
-# gradients) and activations growing with pixels and layers; time grows with
+# peaked at 2.1 GB), ~40 bytes per parameter and 2.5 MB per layer (the model,
+# its traced and reloaded copies, gradients) and the activations of the
+# check's gradient steps, growing with their pixels (checker.gradient_batch
+# images) and layers (EfficientNetB7 at 600x600, one image: 14.0 GB, 14.8
+# estimated); time grows with
 # layers (tracing, saving, loading), parameters, and parameters times pixels
 # (compute; ~1 at 224x224). Estimates order and pack the jobs; they need not
 # be exact, but the memory one should not fall short (the catalog tier
@@ -81,7 +84,7 @@ def select_shard(items, spec, cost):
 _BASE_BYTES = 2 * GIB
 _BYTES_PER_PARAMETER = 40
 _BYTES_PER_LAYER = 2.5e6  # EfficientNetB7 at 32x32 (813 layers): 6.7 GB.
-_BYTES_PER_PIXEL_LAYER = 80
+_BYTES_PER_STEP_PIXEL_LAYER = 27
 _SECONDS = 6.0
 _SECONDS_PER_LAYER = 0.08
 _SECONDS_PER_MEGAPARAMETER = 0.2
@@ -96,9 +99,11 @@ def estimate(plan):
     else:
         parameters = plan.architecture.params * 1e6
         layers = plan.architecture.layers
-    pixels = (plan.image_size or 224) ** 2
+    size = plan.image_size or 224
+    pixels = size**2
+    step_pixels = checker.gradient_batch(size, size) * pixels
     memory = (_BASE_BYTES + _BYTES_PER_PARAMETER * parameters + _BYTES_PER_LAYER * layers
-              + _BYTES_PER_PIXEL_LAYER * pixels * layers)
+              + _BYTES_PER_STEP_PIXEL_LAYER * step_pixels * layers)
     megaparameters = parameters / 1e6
     seconds = (_SECONDS + _SECONDS_PER_LAYER * layers
                + _SECONDS_PER_MEGAPARAMETER * megaparameters
@@ -331,8 +336,6 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=
     With jobs=1 the models are checked one after another in this process;
     with more, in worker processes, and a summary table ends the output.
     """
-    from hubexport import checker
-
     models = saved_models(paths)
     sizes = {path: _bytes(path) for path in models}
     models = select_shard(models, shard, sizes.get)

@@ -22,21 +22,36 @@ from hubexport.architectures import TASKS
 from hubexport.errors import UserError, summarize
 
 TASK_CHOICES = ("auto",) + TASKS
+BATCH = 3  # Images per call of a check.
+GRADIENT_PIXELS = BATCH * 224 * 224  # The most pixels one gradient step of a check takes.
 
 
-def check(path, task="auto", allow_unsafe_ops=False):
+def gradient_batch(height, width):
+    """Images per gradient step of a check: BATCH, fewer past 224x224 (1 at the least).
+
+    A step keeps every activation for the backward pass: a batch of 3 at
+    600x600 ran EfficientNetB7's gradient out of 24 GiB; a batch of 1 peaks
+    at 14 GB. hubexport.catalog.estimate counts memory with it.
+    """
+    return min(BATCH, max(1, GRADIENT_PIXELS // (height * width)))
+
+
+def check(path, task="auto", allow_unsafe_ops=False, loaded=None):
     """Runs every check on the SavedModel directory `path`; returns a ModelReport.
 
     task: "auto" (from the provenance file, else from the serving_default
       output key), "feature_vector" or "classification".
     allow_unsafe_ops: load and call a model with ops that touch files,
       processes or the network (F2 then only warns).
+    loaded: what tf.saved_model.load(path) already returned in this process
+      (export.export(..., keep_loaded=True) after an export), used instead of
+      loading again; still only after a clean F2 scan of the files.
     """
     _check_task(task)
     from hubexport import checks
 
     start = time.monotonic()
-    context = checks.Context(path, task, allow_unsafe_ops)
+    context = checks.Context(path, task, allow_unsafe_ops, loaded)
     with grappler.disabled():
         results = tuple(_run_check(c, context) for c in checks.CHECKS)
     return reports.ModelReport(

@@ -10,7 +10,8 @@ Skip naming the check that explains why, and the runner reports the check as
 skipped.
 
 Calls use small batches of images uniform in [0, 1) at the signature's fixed
-height and width, else at the provenance image_size, else at 224.
+height and width, else at the provenance image_size, else at 224; steps that
+differentiate the model take fewer as images grow (checker.gradient_batch).
 """
 
 import collections.abc
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from hubexport import export
 from hubexport import graph_scan, serving
+from hubexport.checker import BATCH, gradient_batch
 from hubexport import labels as labels_lib
 from hubexport.errors import summarize
 from hubexport.reports import Finding
@@ -31,7 +33,6 @@ from hubexport.reusable import OUTPUT_KEYS, unique_by_identity
 
 DEFAULT_SIZE = 224  # Height and width for free-size models without provenance.
 DEFAULT_MIN_SIZE = 32  # Smallest size tried when the provenance gives none.
-BATCH = 3
 DETERMINISM_TOLERANCE = 1e-6  # Relative; two identical calls.
 BATCH_TOLERANCE = 1e-5  # Relative; one example alone vs. in a batch.
 MIN_VALUES_FOR_SIGMOID = 16  # Fewer values in [0, 1] may be chance.
@@ -83,9 +84,10 @@ def info(message):
 class Context:
     """What the checks of one model share, each computed at most once."""
 
-    def __init__(self, path, task, allow_unsafe_ops):
+    def __init__(self, path, task, allow_unsafe_ops, loaded=None):
         self.path = path
         self.allow_unsafe_ops = allow_unsafe_ops
+        self._loaded = loaded  # What tf.saved_model.load(path) gave already.
         provenance = export.read_provenance(path) if os.path.isdir(path) else None
         self.provenance = provenance if isinstance(provenance, dict) else {}
         self._memo = {}
@@ -168,7 +170,7 @@ class Context:
                 "not loaded: it has ops that touch files, processes or the network "
                 "(see no_unsafe_ops); pass --allow_unsafe_ops to load it anyway"
             )
-        return self._once("model", lambda: tf.saved_model.load(self.path))
+        return self._once("model", lambda: self._loaded or tf.saved_model.load(self.path))
 
     def model(self):
         try:
@@ -238,6 +240,11 @@ class Context:
         rng = np.random.default_rng(0)
         return rng.uniform(0.0, 1.0, (batch, height, width, 3)).astype(np.float32)
 
+    def gradient_images(self, hw=None):
+        """images() for a step that differentiates the model: fewer when large."""
+        height, width = hw or self.call_hw()
+        return self.images(gradient_batch(height, width), (height, width))
+
     def accepts_training(self):
         names, _ = self.call_arguments()
         return "training" in names
@@ -297,17 +304,33 @@ class Context:
                     used.append((endpoint, variable))
         return used
 
+    def loaded_values(self):
+        """(variable, value as loaded) for every variable of the model, once.
+
+        The values alias the variables' buffers as loaded: TensorFlow copies a
+        buffer that is still referenced before updating it in place.
+        """
+        def snapshot():
+            listed, _ = _listed_variables(self.model(), "variables")
+            used = [v for _, v in self.used_variables()]
+            return [(v, v.numpy()) for v in unique_by_identity((listed or []) + used)]
+
+        return self._once("loaded_values", snapshot)
+
     @contextlib.contextmanager
     def restoring_variables(self):
-        """Undoes what a training call or a fit step does to the variables."""
-        listed, _ = _listed_variables(self.model(), "variables")
-        variables = unique_by_identity((listed or []) + [v for _, v in self.used_variables()])
-        saved = [(v, v.numpy()) for v in variables]
+        """Undoes what a training call or a fit step does to the variables.
+
+        Only the variables that changed are assigned again (a large model's
+        weights are gigabytes, and a check changes a few or none of them).
+        """
+        saved = self.loaded_values()
         try:
             yield
         finally:
             for variable, value in saved:
-                variable.assign(value)
+                if not np.array_equal(variable.numpy(), value):
+                    variable.assign(value)
 
 
 def _training_values(traces):
@@ -950,7 +973,7 @@ def training_gradients(ctx):
     trainable = [v for v in trainable if v.trainable]
     if not trainable:
         raise Skip("obj.trainable_variables is empty (see trainable_variables)")
-    images = ctx.images()
+    images = ctx.gradient_images()
     with ctx.restoring_variables():
         with tf.GradientTape() as tape:
             output = ctx.call(images, training=True)
@@ -1065,7 +1088,7 @@ def hub_fine_tuning(ctx):
     if any(_loss_problem(loss) for loss in losses):
         raise Skip("hub.KerasLayer would add the broken regularization losses to the "
                    "fit loss (see regularization_losses)")
-    images = ctx.images()
+    images = ctx.gradient_images()
     with ctx.restoring_variables():
         layer, model = _hub_model(hub, tf_keras, ctx.model(), ctx.call_hw(), True)
         trainable, frozen = list(layer.trainable_weights), list(layer.non_trainable_weights)
@@ -1135,7 +1158,7 @@ def tfsm_layer(ctx):
         return
     serve = _restored_function(obj, "serve")
     spec = serve.concrete_functions[0].structured_input_signature[0][0]
-    images = ctx.images(hw=ctx.hw_for(spec, "obj.serve", "tfsm_layer"))
+    images = ctx.gradient_images(hw=ctx.hw_for(spec, "obj.serve", "tfsm_layer"))
     with ctx.restoring_variables():
         yield from _tfsm_fine_tuning(ctx, images)
 

@@ -92,6 +92,9 @@ class Result:
     path: str
     seconds: float
     max_relative_difference: float
+    # With keep_loaded: what tf.saved_model.load gave the verification (the
+    # same files, moved into place), for a check in the same process.
+    loaded: object = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def plan(architecture=None, task=None, image_size=None, weights=None, *,
@@ -323,8 +326,13 @@ def _built(plan, model, input_hw, activation, log, size=None, as_saved=None):
     )
 
 
-def export(plan, output, overwrite=False, log=lambda message: None):
-    """Exports `plan` to the directory `output`; returns a Result."""
+def export(plan, output, overwrite=False, log=lambda message: None, keep_loaded=False):
+    """Exports `plan` to the directory `output`; returns a Result.
+
+    keep_loaded: return the object the verification loaded in Result.loaded,
+    so that a check that follows (hubexport.checker.check(..., loaded=...))
+    neither loads the model again nor prepares its functions again.
+    """
     output = os.path.abspath(os.path.expanduser(output))
     _check_output(output, overwrite)
     start = time.monotonic()
@@ -340,7 +348,8 @@ def export(plan, output, overwrite=False, log=lambda message: None):
         reference = _save(built, plan, staging)
         log("Reloading and comparing with the Keras model")
         with grappler.disabled():
-            difference = verify(staging, reference, plan, built)
+            loaded = _load(staging)
+            difference = verify(loaded, reference, plan, built)
         _write_provenance(staging, plan, built, difference)
         _install(staging, output, overwrite)
     except BaseException:
@@ -348,7 +357,7 @@ def export(plan, output, overwrite=False, log=lambda message: None):
         raise
     seconds = time.monotonic() - start
     log(f"Wrote {output} ({seconds:.1f}s, max relative difference {difference:.1e})")
-    return Result(output, seconds, difference)
+    return Result(output, seconds, difference, loaded if keep_loaded else None)
 
 
 def _check_output(output, overwrite):
@@ -393,8 +402,14 @@ def _save(built, plan, directory):
     return reference
 
 
-def verify(directory, reference, plan, built, seed=0):
-    """Reloads `directory` and compares every endpoint with the Keras model.
+def _load(directory):
+    import tensorflow as tf
+
+    return tf.saved_model.load(directory)
+
+
+def verify(loaded, reference, plan, built, seed=0):
+    """Compares every endpoint of the reloaded export with the Keras model.
 
     The reference is what a Keras user computes by hand:
     model(keras.applications.<module>.preprocess_input(255 * images)), with the
@@ -432,7 +447,6 @@ def verify(directory, reference, plan, built, seed=0):
                 f"the architecture table says {table}"
             )
 
-    loaded = tf.saved_model.load(directory)
     key = reusable.OUTPUT_KEYS[plan.task]
     call_output = loaded(images)
     comparisons = {

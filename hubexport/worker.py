@@ -47,21 +47,23 @@ def _reset_peak():
         pass
 
 
-def _check(path, task="auto", strict=False, allow_unsafe_ops=False):
+def _check(path, task="auto", strict=False, allow_unsafe_ops=False, loaded=None):
     from hubexport import checker, reports
 
-    report = checker.check(path, task, allow_unsafe_ops)
+    report = checker.check(path, task, allow_unsafe_ops, loaded)
     return {"report": reports.to_json([report], strict)["models"][0],
             "text": reports.text([report], strict)}
 
 
 def _export(job):
+    """(answer fields, the loaded export for the check that follows, or None)."""
     from hubexport import export
 
     plan = export.plan(**job["export"])
-    result = export.export(plan, job["output"], overwrite=job.get("overwrite", False))
+    result = export.export(plan, job["output"], overwrite=job.get("overwrite", False),
+                           keep_loaded=bool(job.get("check")))
     return {"export_seconds": result.seconds,
-            "max_relative_difference": result.max_relative_difference}
+            "max_relative_difference": result.max_relative_difference}, result.loaded
 
 
 def run_job(job):
@@ -74,11 +76,13 @@ def run_job(job):
             answer.update(_check(job["check"], job.get("task", "auto"),
                                  job.get("strict", False), job.get("allow_unsafe_ops", False)))
             return answer
+        loaded = None
         if job.get("export") is not None:
-            answer.update(_export(job))
+            exported, loaded = _export(job)
+            answer.update(exported)
         if job.get("check"):
             start = time.monotonic()
-            answer.update(_check(job["output"]))
+            answer.update(_check(job["output"], loaded=loaded))
             answer["check_seconds"] = time.monotonic() - start
     except UserError as e:
         return {**answer, "ok": False, "error": str(e)}

@@ -7,7 +7,6 @@ the reports), which keeps the file within a few minutes on two cores.
 import functools
 import io
 import json
-import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -401,12 +400,39 @@ def test_strict_fails_on_warnings(models, targets):
 # A real export.
 
 
-def test_mobilenet_v2_export_conforms(tmp_path):
+def test_mobilenet_v2_export_conforms_checked_as_loaded_or_from_disk(tmp_path, monkeypatch):
+    import tensorflow as tf
+
     plan = export.plan("MobileNetV2", "feature_vector", image_size=96, weights="none")
-    export.export(plan, str(tmp_path / "mobilenet_v2"))
-    start = time.monotonic()
-    report = checker.check(str(tmp_path / "mobilenet_v2"))
-    seconds = time.monotonic() - start
+    path = str(tmp_path / "mobilenet_v2")
+    result = export.export(plan, path, keep_loaded=True)
+    assert export.export(plan, str(tmp_path / "other")).loaded is None
+    report = checker.check(path)
     assert not report.fails(strict=True), reports.text([report])
     assert report.task_source == "from assets.extra/hubexport.json"
-    assert seconds < 60
+
+    # The check after an export in one process uses the export's own load.
+    loads = []
+    load = tf.saved_model.load
+    monkeypatch.setattr(tf.saved_model, "load", lambda *a, **k: loads.append(a) or load(*a, **k))
+    before = [v.numpy().copy() for v in result.loaded.variables]
+    shared = checker.check(path, loaded=result.loaded)
+    assert loads == []
+    # Fit steps and training calls moved weights and statistics; all are undone.
+    assert all(np.array_equal(v.numpy(), b) for v, b in zip(result.loaded.variables, before))
+    assert not shared.fails(strict=True), reports.text([shared])
+    assert [(f.check, f.level, f.message) for f in shared.findings] == [
+        (f.check, f.level, f.message) for f in report.findings]
+
+
+def test_a_loaded_object_is_not_used_when_the_files_have_unsafe_ops(models, targets):
+    path = models("no_unsafe_ops", _mutant_builder("no_unsafe_ops", targets))
+    context = checks.Context(path, "auto", False, loaded=object())
+    with pytest.raises(checks.Skip, match="not loaded: it has ops that touch files"):
+        context.load()
+
+
+@pytest.mark.parametrize("size,batch", [(32, 3), (224, 3), (260, 2), (300, 1), (600, 1)])
+def test_gradient_steps_take_fewer_images_as_they_grow(size, batch):
+    context = checks.Context("/nonexistent", "feature_vector", False)
+    assert context.gradient_images(hw=(size, size)).shape == (batch, size, size, 3)

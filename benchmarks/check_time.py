@@ -1,15 +1,21 @@
-"""Time of exporting and checking models, with Grappler on (baseline) and off.
+"""Time of exporting and checking models, against a baseline measured beside it.
 
     .venv/bin/python benchmarks/check_time.py ConvNeXtBase:feature_vector \
-        EfficientNetB0:classification --repeats=3
+        EfficientNetB0:classification --repeats=3 [--compare=grappler|shared_load]
 
 Each model is exported once per run at its architecture's minimum size with
-weights=none, as the catalog tier does. Every measurement runs in a fresh
-process (TensorFlow keeps what it optimized and built for a function for the
-life of the process), alternating the two settings, and the table gives
-medians and the ratio off/on. "on" is TensorFlow's default; "off" is what
-hubexport does while verifying an export and while checking
-(hubexport/grappler.py). The machine is described first.
+weights=none and then checked, as the catalog tier does. Every measurement
+runs in a fresh process (TensorFlow keeps what it optimized and built for a
+function for the life of the process), alternating baseline and candidate,
+and the table gives medians and the ratio candidate/baseline. The machine is
+described first. What is compared:
+
+  grappler     Grappler on (TensorFlow's default) against off, which is what
+               hubexport does while verifying an export and while checking
+               (hubexport/grappler.py).
+  shared_load  the check loading the export from disk against the check using
+               the object the export's verification loaded
+               (export.export(keep_loaded=True), as export_all's workers do).
 """
 
 import argparse
@@ -28,12 +34,14 @@ import contextlib, json, sys, time
 from hubexport import checker, export, grappler
 from hubexport.architectures import ARCHITECTURES
 
-name, task, output, setting = sys.argv[1:]
-if setting == "on":
+name, task, output, compare, setting = sys.argv[1:]
+if compare == "grappler" and setting == "baseline":
     grappler.disabled = contextlib.nullcontext
+shared = compare == "shared_load" and setting == "candidate"
 arch = ARCHITECTURES[name]
-result = export.export(export.plan(name, task, arch.min_size, "none"), output)
-report = checker.check(output)
+result = export.export(export.plan(name, task, arch.min_size, "none"), output,
+                       keep_loaded=shared)
+report = checker.check(output, loaded=result.loaded)
 slowest = sorted(report.results, key=lambda r: -r.seconds)[:3]
 print(json.dumps({
     "export": result.seconds, "check": report.seconds,
@@ -51,10 +59,14 @@ def machine():
             f"Python {platform.python_version()}")
 
 
-def run(name, task, setting, directory):
+# compare: (name of the baseline, name of the candidate).
+SETTINGS = {"grappler": ("on", "off"), "shared_load": ("reload", "shared")}
+
+
+def run(name, task, compare, setting, directory):
     output = os.path.join(directory, f"{name}_{task}_{setting}")
     completed = subprocess.run(
-        [sys.executable, "-c", _CHILD, name, task, output, setting],
+        [sys.executable, "-c", _CHILD, name, task, output, compare, setting],
         capture_output=True, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -67,24 +79,27 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="Architecture:task")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare", choices=sorted(SETTINGS), default="grappler")
     args = parser.parse_args()
+    baseline, candidate = names = SETTINGS[args.compare]
     print(f"machine: {machine()}")
-    print(f"{'model':36} {'phase':6} {'on (s)':>8} {'off (s)':>8} {'off/on':>7}")
+    print(f"{'model':36} {'phase':6} {baseline + ' (s)':>11} {candidate + ' (s)':>11} "
+          f"{candidate + '/' + baseline:>14}")
     for model in args.models:
         name, task = model.split(":")
-        times = {"on": [], "off": []}
+        times = {"baseline": [], "candidate": []}
         for _ in range(args.repeats):
-            for setting in ("on", "off"):
+            for setting in times:
                 with tempfile.TemporaryDirectory() as directory:
-                    result = run(name, task, setting, directory)
+                    result = run(name, task, args.compare, setting, directory)
                 if result["fails"]:
-                    sys.exit(f"{model} ({setting}) does not conform")
+                    sys.exit(f"{model} ({names[setting == 'candidate']}) does not conform")
                 times[setting].append(result)
         for phase in ("export", "check"):
-            on = statistics.median(r[phase] for r in times["on"])
-            off = statistics.median(r[phase] for r in times["off"])
-            print(f"{model:36} {phase:6} {on:8.1f} {off:8.1f} {off / on:7.2f}")
-        print(f"{'':36} slowest checks, off: {times['off'][-1]['slowest']}")
+            base = statistics.median(r[phase] for r in times["baseline"])
+            new = statistics.median(r[phase] for r in times["candidate"])
+            print(f"{model:36} {phase:6} {base:11.1f} {new:11.1f} {new / base:14.2f}")
+        print(f"{'':36} slowest checks, {candidate}: {times['candidate'][-1]['slowest']}")
 
 
 if __name__ == "__main__":

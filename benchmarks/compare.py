@@ -1,7 +1,7 @@
 """hubexport's exports against Keras' own, on the same weights: speed, size, memory.
 
-    /work/venv/bin/python benchmarks/compare.py                      # the full run
-    /work/venv/bin/python benchmarks/compare.py --models=MobileNetV2 \
+    .venv/bin/python benchmarks/compare.py                      # the full run
+    .venv/bin/python benchmarks/compare.py --models=MobileNetV2 \
         --image_size=96 --batch_sizes=1,4 --repeats=2 --json=out.json  # a quick one
 
 For each model (built with keras.utils.set_random_seed(1), weights=None and
@@ -166,8 +166,8 @@ def _timed(fn, x, calls):
     return (time.perf_counter() - start) / calls
 
 
-def _interleaved(candidates, inputs, repeats, warmup=2, budget=0.3):
-    """Median seconds per call of every candidate, alternating between them."""
+def _interleaved_samples(candidates, inputs, repeats, warmup=2, budget=0.3):
+    """Seconds per call of every candidate, `repeats` samples each, alternating."""
     for name, fn in candidates.items():
         for _ in range(warmup):
             _timed(fn, inputs[name], 1)
@@ -178,6 +178,12 @@ def _interleaved(candidates, inputs, repeats, warmup=2, budget=0.3):
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             samples[name].append(_timed(candidates[name], inputs[name], calls))
+    return samples
+
+
+def _interleaved(candidates, inputs, repeats, warmup=2, budget=0.3):
+    """Median seconds per call of every candidate, alternating between them."""
+    samples = _interleaved_samples(candidates, inputs, repeats, warmup, budget)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 

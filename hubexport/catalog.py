@@ -76,9 +76,8 @@ def select_shard(items, spec, cost):
 # its traced and reloaded copies, gradients) and the activations of the
 # check's gradient steps, growing with their pixels (checker.gradient_batch
 # images) and layers (EfficientNetB7 at 600x600, one image: 14.0 GB, 14.8
-# estimated); time grows with
-# layers (tracing, saving, loading), parameters, and parameters times pixels
-# (compute; ~1 at 224x224). Estimates order and pack the jobs; they need not
+# estimated); time grows with layers (tracing, saving, loading), parameters,
+# and parameters times pixels (compute; ~1 at 224x224). Estimates order and pack the jobs; they need not
 # be exact, but the memory one should not fall short (the catalog tier
 # compares it with every model's measured peak).
 _BASE_BYTES = 2 * GIB
@@ -94,12 +93,38 @@ _SECONDS_PER_MEGAPARAMETER_AT_224 = 0.2
 def estimate(plan):
     """(peak bytes, seconds) expected for exporting and checking `plan`."""
     if plan.architecture is None:  # An own model: its file is about its weights.
-        parameters = os.path.getsize(plan.keras_model.path) / 4
-        layers = 200
-    else:
-        parameters = plan.architecture.params * 1e6
-        layers = plan.architecture.layers
-    size = plan.image_size or 224
+        return _estimate(os.path.getsize(plan.keras_model.path) / 4, _OTHER_LAYERS,
+                         plan.image_size)
+    return _estimate(plan.architecture.params * 1e6, plan.architecture.layers,
+                     plan.image_size)
+
+
+def estimate_check(path, size_on_disk):
+    """(peak bytes, seconds) expected for checking the SavedModel at `path`.
+
+    From the architecture table and the size in the provenance of a hubexport
+    export, else from the bytes on disk (about 4 per parameter) at 224x224,
+    the size the checker calls a free-size model at without provenance.
+    """
+    from hubexport import architectures
+
+    provenance = export.read_provenance(path)
+    provenance = provenance if isinstance(provenance, dict) else {}
+    arch = architectures.ARCHITECTURES.get(provenance.get("architecture"))
+    size = provenance.get("image_size")
+    size = max(size) if isinstance(size, list) else size
+    if not isinstance(size, int) or size <= 0:
+        size = None
+    if arch:
+        return _estimate(arch.params * 1e6, arch.layers, size)
+    return _estimate(size_on_disk / 4, _OTHER_LAYERS, size)
+
+
+_OTHER_LAYERS = 200  # A model not in the table: a mid-sized application's depth.
+
+
+def _estimate(parameters, layers, size):
+    size = size or 224
     pixels = size**2
     step_pixels = checker.gradient_batch(size, size) * pixels
     memory = (_BASE_BYTES + _BYTES_PER_PARAMETER * parameters + _BYTES_PER_LAYER * layers
@@ -297,9 +322,11 @@ def summary(rows):
         lines.append(f"{r.name:40} {r.status:12} {r.seconds:8.1f} {_size(r.size):>10} "
                      f"{_size(r.peak):>10}  {verdict}")
     failed = sum(r.failed for r in rows)
-    seconds = sum(r.seconds for r in rows)
+    before = sum(r.status == "done before" for r in rows)
+    seconds = sum(r.seconds for r in rows if r.status != "done before")
     lines.append(f"{len(rows)} models, {failed} failed or not conforming, "
-                 f"{runner.duration(seconds)} of work")
+                 + (f"{before} done before, " if before else "")
+                 + f"{runner.duration(seconds)} of work in this run")
     return "\n".join(lines)
 
 
@@ -349,8 +376,8 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=
     request = {"task": task, "strict": strict, "allow_unsafe_ops": allow_unsafe_ops}
     to_run = []
     for path in models:
-        to_run.append(runner.Job(path, {**request, "check": path},
-                                 int(_BASE_BYTES + 10 * sizes[path]), 5 + sizes[path] / 2e6))
+        memory, seconds = estimate_check(path, sizes[path])
+        to_run.append(runner.Job(path, {**request, "check": path}, memory, seconds / 2))
 
     def show(outcome):
         if outcome.answer.get("ok"):

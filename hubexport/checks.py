@@ -709,10 +709,14 @@ def training_argument(ctx):
         if value not in traced:
             yield error(f"__call__ is not traced for training={value}", hint)
     if True in traced:
-        images = ctx.images()
+        # Called as fine-tuning calls it, under a tape: TensorFlow then prepares
+        # the function it differentiates later (training_gradients, hub_fine_tuning)
+        # rather than another one for this call alone.
+        images = ctx.gradient_images()
         with ctx.restoring_variables():
             try:
-                ctx.call(images, training=True)
+                with tf.GradientTape():
+                    ctx.call(images, training=True)
             except Exception as e:
                 yield error(
                     f"obj(images, training=True) fails: {type(e).__name__}: "

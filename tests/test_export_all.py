@@ -55,7 +55,9 @@ def test_shards_export_and_check_the_catalog_and_a_rerun_redoes_nothing(tmp_path
     assert run(*common, "--jobs=2") == 0
     again = capsys.readouterr().out
     assert "2 models: 2 done before, 0 to run" in again
-    assert again.count("done before") == 3 and "[1/" not in again  # Header + 2 rows.
+    assert again.count("done before") == 4 and "[1/" not in again  # Header, 2 rows, total.
+    # The total counts this run's work only, not the earlier run's seconds.
+    assert "2 models, 0 failed or not conforming, 2 done before, 0s of work in this run" in again
     assert _mtimes(out) == before
 
     junit = tmp_path / "checks.xml"

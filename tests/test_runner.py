@@ -155,3 +155,19 @@ def test_every_full_size_catalog_model_fits_a_24_gib_machine_by_its_estimate():
     assert too_big == {}
     b7 = next(plan for name, _, plan in plans if name == "efficientnetb7_classification")
     assert 14.0e9 <= catalog.estimate(b7)[0] <= 16e9
+
+
+def test_check_estimates_come_from_the_provenance_or_the_bytes(tmp_path):
+    from hubexport import export
+
+    b7 = tmp_path / "b7"
+    (b7 / "assets.extra").mkdir(parents=True)
+    (b7 / export.PROVENANCE_FILE).write_text(
+        '{"architecture": "EfficientNetB7", "image_size": 600}')
+    plan = export.plan("EfficientNetB7", "classification", 600, "none")
+    # Its 270 MB of weights on disk would say far less than the 14 GB it takes.
+    assert catalog.estimate_check(str(b7), 270e6) == catalog.estimate(plan)
+    other = tmp_path / "other"
+    other.mkdir()
+    small, large = (catalog.estimate_check(str(other), n) for n in (10e6, 1e9))
+    assert small[0] < large[0] and small[1] < large[1]

@@ -77,13 +77,14 @@ def select_shard(items, spec, cost):
 # check's gradient steps, growing with their pixels (checker.gradient_batch
 # images) and layers (EfficientNetB7 at 600x600, one image: 14.0 GB, 14.8
 # estimated); time grows with layers (tracing, saving, loading), parameters,
-# and parameters times pixels (compute; ~1 at 224x224). Estimates order and pack the jobs; they need not
-# be exact, but the memory one should not fall short (the catalog tier
-# compares it with every model's measured peak).
+# and parameters times pixels (compute; ~1 at 224x224). Estimates order and
+# pack the jobs; they need not be exact, but the memory one should not fall
+# short (the catalog tier compares it with every model's measured peak).
 _BASE_BYTES = 2 * GIB
 _BYTES_PER_PARAMETER = 40
 _BYTES_PER_LAYER = 2.5e6  # EfficientNetB7 at 32x32 (813 layers): 6.7 GB.
 _BYTES_PER_STEP_PIXEL_LAYER = 27
+_OTHER_LAYERS = 200  # A model not in the table: a mid-sized application's depth.
 _SECONDS = 6.0
 _SECONDS_PER_LAYER = 0.08
 _SECONDS_PER_MEGAPARAMETER = 0.2
@@ -118,9 +119,6 @@ def estimate_check(path, size_on_disk):
     if arch:
         return _estimate(arch.params * 1e6, arch.layers, size)
     return _estimate(size_on_disk / 4, _OTHER_LAYERS, size)
-
-
-_OTHER_LAYERS = 200  # A model not in the table: a mid-sized application's depth.
 
 
 def _estimate(parameters, layers, size):

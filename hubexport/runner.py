@@ -13,7 +13,11 @@ Scheduling is memory-aware and longest-first: jobs start in order of their
 estimated cost, largest first (so no large model is left to run alone at the
 end), and a job starts only while the memory estimates of the running jobs
 and its own fit in the budget (the memory available when the run started,
-less a reserve); a job larger than the whole budget runs alone. After each
+less a reserve); a job larger than the whole budget runs alone. When the
+largest waiting job does not fit yet, it is next: a smaller job starts
+beside the running ones only if it is expected to end before the largest
+can start (backfilling), so a stream of small jobs cannot keep pushing it
+back until it runs alone at the end. After each
 job a progress line gives the elapsed time and an estimate of what remains
 (the estimated costs of the remaining jobs, scaled by how long the finished
 ones really took).
@@ -153,8 +157,9 @@ def run(jobs, parallel=1, log=lambda message: None, on_outcome=lambda outcome: N
     with open(worker_log, "a") as log_file:
         try:
             while waiting or any(w.job for w in workers):
+                pace = done_seconds / done_cost if done_cost else 1.0
                 _start_jobs(waiting, workers, selector, parallel, memory_budget,
-                            lambda: _Worker(log_file, list(worker_command)))
+                            lambda: _Worker(log_file, list(worker_command)), pace)
                 for key, _ in selector.select():
                     worker = key.data
                     outcome = worker.finish()
@@ -183,19 +188,21 @@ def run(jobs, parallel=1, log=lambda message: None, on_outcome=lambda outcome: N
     return [outcomes[j.name] for j in jobs]
 
 
-def _start_jobs(waiting, workers, selector, parallel, budget, new_worker):
-    """Starts the waiting jobs that fit, largest first."""
+def _start_jobs(waiting, workers, selector, parallel, budget, new_worker, pace=1.0):
+    """Starts the waiting jobs that fit, largest first, backfilling (see above).
+
+    pace: seconds a job takes per second of its estimated cost, so far.
+    """
     while waiting:
         running = [w for w in workers if w.job]
         if len(running) >= parallel:
             return
         used = sum(w.charge for w in running)
-        fits = [j for j in waiting if used + j.memory <= budget]
-        if not fits:
-            if running:
+        job = waiting[0]
+        if running and used + job.memory > budget:
+            job = _backfill(waiting, running, used, budget, pace)
+            if job is None:
                 return
-            fits = waiting[:1]  # Larger than the whole budget: it runs alone.
-        job = fits[0]
         waiting.remove(job)
         idle = next((w for w in workers if not w.job), None)
         if idle is None:
@@ -203,6 +210,24 @@ def _start_jobs(waiting, workers, selector, parallel, budget, new_worker):
             workers.append(idle)
             selector.register(idle.process.stdout, selectors.EVENT_READ, idle)
         idle.start(job)
+
+
+def _backfill(waiting, running, used, budget, pace):
+    """A waiting job that fits now and ends before waiting[0] can start, or None.
+
+    waiting[0] can start once enough of the running jobs have ended (by their
+    estimates; a job past its estimate is expected to end now); a job larger
+    than the whole budget, once they all have.
+    """
+    now = time.monotonic()
+    ends = sorted((max(now, w.started + w.job.cost * pace), w.charge) for w in running)
+    left = used
+    for ready, charge in ends:
+        left -= charge
+        if left + waiting[0].memory <= budget:
+            break
+    return next((j for j in waiting[1:]
+                 if used + j.memory <= budget and now + j.cost * pace <= ready), None)
 
 
 def _progress(count, total, outcome, elapsed, remaining):

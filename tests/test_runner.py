@@ -86,6 +86,25 @@ def test_a_job_larger_than_the_budget_runs_alone(tmp_path):
     assert all(o.answer["ok"] for o in outcomes)
 
 
+def test_small_jobs_do_not_keep_a_large_one_waiting(tmp_path):
+    # "large" (7 GiB) fits beside neither "first" nor a medium (5 GiB each)
+    # in 10 GiB. Mediums may start beside "first" while they are expected to
+    # end before it does; after that, "large" is next, not the mediums that
+    # would fit beside each other (before backfilling it started last, alone).
+    # Each job sleeps a tenth of its cost, so the scheduler's pace is right.
+    mediums = [f"m{i}" for i in range(12)]
+    jobs = [_job("first", memory=5 * GIB, cost=10, sleep=1.0),
+            _job("large", memory=7 * GIB, cost=9, sleep=0.9)]
+    jobs += [_job(name, memory=5 * GIB, cost=2, sleep=0.2) for name in mediums]
+    outcomes, events, _ = _run(tmp_path, jobs, parallel=2, memory_budget=10 * GIB)
+    assert all(o.answer["ok"] for o in outcomes)
+    spans = _intervals(events)
+    assert any(_overlap(spans["first"], spans[m]) for m in mediums)  # Backfilled.
+    assert not any(_overlap(spans["large"], spans[m]) for m in mediums + ["first"])
+    after = [m for m in mediums if spans[m]["start"] > spans["large"]["start"]]
+    assert len(after) >= 4, after
+
+
 def test_a_worker_that_grew_is_replaced(tmp_path):
     jobs = [_job("grew", cost=3, rss=runner.RECYCLE_BYTES + 1), _job("next", cost=2),
             _job("same", cost=1)]

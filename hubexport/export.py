@@ -339,6 +339,8 @@ def export(plan, output, overwrite=False, log=lambda message: None, keep_loaded=
 
     log(f"Building {plan.describe()} (weights: {plan.weights.describe()})")
     built = build_model(plan, log)
+    if plan.jit_compile:
+        _warn_of_depthwise_under_xla(built.model, log)
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
@@ -358,6 +360,22 @@ def export(plan, output, overwrite=False, log=lambda message: None, keep_loaded=
     seconds = time.monotonic() - start
     log(f"Wrote {output} ({seconds:.1f}s, max relative difference {difference:.1e})")
     return Result(output, seconds, difference, loaded if keep_loaded else None)
+
+
+_DEPTHWISE = ("DepthwiseConv2D", "SeparableConv2D")  # Keras 3 and tf_keras names.
+
+
+def _warn_of_depthwise_under_xla(model, log):
+    """XLA made depthwise models 5-13x slower on CPU (BUILD_NOTES.md, issue 5)."""
+    from hubexport import reusable
+
+    count = sum(type(layer).__name__ in _DEPTHWISE for layer in reusable.all_layers(model))
+    if count:
+        layers = "layer" if count == 1 else "layers"
+        log(f"Warning: --jit_compile on a model with {count} depthwise convolution "
+            f"{layers}: on CPU, XLA ran MobileNetV2 and EfficientNetB0 5-13x slower than "
+            "without it; measure with benchmarks/compare.py --jit_compile, or export "
+            "without --jit_compile")
 
 
 def _check_output(output, overwrite):

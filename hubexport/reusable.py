@@ -208,13 +208,14 @@ def batch_norm_layers(model):
         kinds.append(tf_keras.layers.BatchNormalization)
     except ImportError:
         pass
-    return [layer for layer in _all_layers(model) if isinstance(layer, tuple(kinds))]
+    return [layer for layer in all_layers(model) if isinstance(layer, tuple(kinds))]
 
 
-def _all_layers(model):
+def all_layers(model):
+    """Every layer of `model`, and of the models nested in it."""
     for layer in getattr(model, "layers", []):
         yield layer
-        yield from _all_layers(layer)
+        yield from all_layers(layer)
 
 
 @contextlib.contextmanager

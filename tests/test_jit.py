@@ -11,6 +11,7 @@ from hubexport import export
 from hubexport.errors import UserError
 
 XLA = "_XlaMustCompile"
+_JIT_LOG = []  # What the export of mobilenet_jit said.
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def mobilenet_jit(mobilenet_weights, tmp_path_factory):
     plan = export.plan("MobileNetV2", "feature_vector", FV_SIZE, mobilenet_weights,
                        jit_compile=True)
     path = str(tmp_path_factory.mktemp("exports") / "mobilenet_v2_fv_jit")
-    export.export(plan, path)
+    export.export(plan, path, log=_JIT_LOG.append)
     return path
 
 
@@ -113,6 +114,28 @@ def test_jit_export_passes_the_check_and_says_so(mobilenet_jit):
     assert export.read_provenance(mobilenet_jit)["jit_compile"] is True
     with open(os.path.join(mobilenet_jit, "assets.extra", "model_card.md")) as f:
         assert "Compiled with XLA" in f.read()
+
+
+def test_jit_export_of_a_depthwise_model_warns_that_xla_may_slow_it(mobilenet_jit):
+    warnings = [m for m in _JIT_LOG if m.startswith("Warning: --jit_compile")]
+    assert len(warnings) == 1, _JIT_LOG
+    assert "depthwise convolution layers" in warnings[0]
+    assert "benchmarks/compare.py --jit_compile" in warnings[0]
+
+
+@pytest.mark.parametrize("layer,warns", [("DepthwiseConv2D", True),
+                                         ("SeparableConv2D", True), ("Conv2D", False)])
+def test_only_depthwise_layers_draw_the_xla_warning(layer, warns):
+    import keras
+
+    kwargs = {"kernel_size": 3} if layer == "DepthwiseConv2D" else {"filters": 4, "kernel_size": 3}
+    inner = keras.Sequential([keras.Input((8, 8, 3)), getattr(keras.layers, layer)(**kwargs)])
+    model = keras.Sequential([keras.Input((8, 8, 3)), inner])  # Nested, as backbones are.
+    messages = []
+    export._warn_of_depthwise_under_xla(model, messages.append)
+    assert bool(messages) == warns, messages
+    if warns:
+        assert "with 1 depthwise convolution layer:" in messages[0]
 
 
 def test_jit_compile_from_config_and_flag(tmp_path, monkeypatch):

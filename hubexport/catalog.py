@@ -28,7 +28,7 @@ import shutil
 import sys
 
 from hubexport import config as config_lib
-from hubexport import checker, export, reports, runner
+from hubexport import architectures, checker, export, reports, runner
 from hubexport.errors import UserError
 
 STATE_DIR = ".hubexport"
@@ -107,8 +107,6 @@ def estimate_check(path, size_on_disk):
     export, else from the bytes on disk (about 4 per parameter) at 224x224,
     the size the checker calls a free-size model at without provenance.
     """
-    from hubexport import architectures
-
     provenance = export.read_provenance(path)
     provenance = provenance if isinstance(provenance, dict) else {}
     arch = architectures.ARCHITECTURES.get(provenance.get("architecture"))
@@ -169,13 +167,27 @@ def _lock(state_dir):
 
 
 def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwrite=False,
-               jobs=1, shard=None, memory_budget=None, check=True, json_report=None,
-               log=print):
-    """`hubexport export_all`; returns the exit code (1 if a model failed)."""
+               jobs=1, shard=None, memory_budget=None, check=True, skip_checks=(),
+               task=None, json_report=None, log=print):
+    """`hubexport export_all`; returns the exit code (1 if a model failed).
+
+    task: only the configs of this task (None: all).
+    skip_checks: names of checks not run on the exports (checker.check's skip).
+    """
+    if task is not None:
+        architectures.check_task(task)
+    # What the checks of this run leave out (all of them without checks).
+    skipped = checker.check_names(skip_checks) if check else checker.check_names(
+        [c.name for c in checker.all_checks()])
     plans = catalog_plans(config_dir, overrides or {}, min_size)
+    # Sharded first, so that a machine of a matrix runs its shard's configs of
+    # each task whichever --task it is given.
     plans = select_shard(plans, shard, lambda p: estimate(p[2])[1])
+    plans = [p for p in plans if task in (None, p[2].task)]
     if not plans:
-        log(f"shard {shard} has no models")
+        log(f"shard {shard} has no models" if shard else f"no {task} configs in {config_dir}")
+        if json_report:
+            _write_json(json_report, [])
         return 0
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
     state_dir = os.path.join(output_dir, STATE_DIR)
@@ -184,17 +196,19 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
         for name, settings, plan in plans:
             _remove_leftovers(output_dir, name)
             rows[name], job = _resume(name, settings, plan, output_dir, state_dir,
-                                      overwrite, check)
+                                      overwrite, check, skipped)
             if job:
                 to_run.append(job)
         done = sum(row.status == "done before" for row in rows.values())
         refused = sum(row.status == "FAILED" for row in rows.values())
-        log(f"{len(plans)} models{f' (shard {shard})' if shard else ''}: {done} done before, "
+        log(f"{len(plans)} models{f' (shard {shard})' if shard else ''}"
+            + (f" ({task})" if task else "") + f": {done} done before, "
             + (f"{refused} refused, " if refused else "")
             + f"{len(to_run)} to run with {jobs} worker{'s' * (jobs != 1)}")
 
         def record(outcome):
-            rows[outcome.job.name] = _record(outcome, state_dir, rows[outcome.job.name])
+            rows[outcome.job.name] = _record(outcome, state_dir, rows[outcome.job.name],
+                                             skipped)
 
         runner.run(to_run, jobs, log=log, on_outcome=record, memory_budget=memory_budget,
                    worker_log=os.path.join(state_dir, "workers.log"))
@@ -207,8 +221,6 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
 
 def catalog_plans(config_dir, overrides, min_size):
     """(name, settings, Plan) of every config, all validated before anything runs."""
-    from hubexport import architectures
-
     plans = []
     for name, path in config_lib.catalog(config_dir):
         settings = {**config_lib.load(path), **overrides}
@@ -230,18 +242,23 @@ def _remove_leftovers(output_dir, name):
             shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
 
 
-def _resume(name, settings, plan, output_dir, state_dir, overwrite, check):
-    """(Row, Job or None): what is already done for `name`, and what is left."""
+def _resume(name, settings, plan, output_dir, state_dir, overwrite, check, skip_checks=()):
+    """(Row, Job or None): what is already done for `name`, and what is left.
+
+    A record whose check skipped no more than `skip_checks` is done; one that
+    skipped more (or was not checked) is checked again.
+    """
     output = os.path.join(output_dir, name)
     key = export.request_key(plan)
     memory, seconds = estimate(plan)
     request = {"export": settings, "output": output, "overwrite": overwrite,
-               "check": check}
+               "check": check, "skip_checks": list(skip_checks)}
     if os.path.exists(output):
         provenance = export.read_provenance(output) or {}
         if provenance.get("request_key") == key:
             record = _read_record(state_dir, name)
-            if record and record.get("key") == key:
+            if (record and record.get("key") == key
+                    and set(record.get("skipped_checks", ())) <= set(skip_checks)):
                 return Row(name, "done before", **record["row"]), None
             if not check:
                 return Row(name, "done before", size=_bytes(output)), None
@@ -266,7 +283,7 @@ def _finished(row, outcome):
                                verdict=report["verdict"].upper() if report else "")
 
 
-def _record(outcome, state_dir, row):
+def _record(outcome, state_dir, row, skip_checks=()):
     """The finished job's Row; a successful one is also recorded for resuming."""
     row = _finished(row, outcome)
     if row.status == "FAILED":
@@ -275,7 +292,7 @@ def _record(outcome, state_dir, row):
     fields = {f: getattr(row, f)
               for f in ("seconds", "size", "peak", "start", "verdict", "report")}
     _write_atomically(os.path.join(state_dir, f"{row.name}.json"),
-                      {"key": row.key, "row": fields})
+                      {"key": row.key, "skipped_checks": list(skip_checks), "row": fields})
     return row
 
 
@@ -353,14 +370,15 @@ def _is_saved_model(path):
                for name in ("saved_model.pb", "saved_model.pbtxt"))
 
 
-def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=1,
-              shard=None, memory_budget=None, json_report=None, junit_xml=None, log=print,
-              out=sys.stdout):
+def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_checks=(),
+              jobs=1, shard=None, memory_budget=None, json_report=None, junit_xml=None,
+              log=print, out=sys.stdout):
     """`hubexport check` over many models; returns the exit code.
 
     With jobs=1 the models are checked one after another in this process;
     with more, in worker processes, and a summary table ends the output.
     """
+    checker.validate(task, json_report, junit_xml, skip_checks)
     models = saved_models(paths)
     sizes = {path: _bytes(path) for path in models}
     models = select_shard(models, shard, sizes.get)
@@ -369,9 +387,9 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, jobs=
         return 0
     if jobs == 1:
         return checker.run(models, task, json_report, junit_xml, strict, allow_unsafe_ops,
-                           out=out)
-    checker.validate(task, json_report, junit_xml)
-    request = {"task": task, "strict": strict, "allow_unsafe_ops": allow_unsafe_ops}
+                           out=out, skip=tuple(skip_checks))
+    request = {"task": task, "strict": strict, "allow_unsafe_ops": allow_unsafe_ops,
+               "skip_checks": list(skip_checks)}
     to_run = []
     for path in models:
         memory, seconds = estimate_check(path, sizes[path])

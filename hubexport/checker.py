@@ -9,8 +9,9 @@ the reason, and an exception inside a check becomes an error of that check,
 never a traceback. The model is scanned for unsafe ops (F2) before it is
 loaded, loaded once, and shared by the checks.
 
-This module imports TensorFlow only when a check runs, so invalid arguments
-are refused at once.
+This module imports TensorFlow only when a check runs or check names are
+validated (hubexport.checks defines them), so a bad task or report path is
+refused at once.
 """
 
 import os
@@ -36,7 +37,7 @@ def gradient_batch(height, width):
     return min(BATCH, max(1, GRADIENT_PIXELS // (height * width)))
 
 
-def check(path, task="auto", allow_unsafe_ops=False, loaded=None):
+def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=()):
     """Runs every check on the SavedModel directory `path`; returns a ModelReport.
 
     task: "auto" (from the provenance file, else from the serving_default
@@ -46,17 +47,46 @@ def check(path, task="auto", allow_unsafe_ops=False, loaded=None):
     loaded: what tf.saved_model.load(path) already returned in this process
       (export.export(..., keep_loaded=True) after an export), used instead of
       loading again; still only after a clean F2 scan of the files.
+    skip: names of checks not to run (each is reported as skipped, "not run:
+      --skip_checks"); the checks that need what a skipped one prepares do
+      that work themselves.
     """
     _check_task(task)
+    check_names(skip)
     from hubexport import checks
 
     start = time.monotonic()
     context = checks.Context(path, task, allow_unsafe_ops, loaded)
     with grappler.disabled():
-        results = tuple(_run_check(c, context) for c in checks.CHECKS)
+        results = tuple(_skipped(c) if c.name in skip else _run_check(c, context)
+                        for c in checks.CHECKS)
     return reports.ModelReport(
         path, context.task, context.task_source, results, time.monotonic() - start
     )
+
+
+def all_checks():
+    """hubexport.checks.CHECKS (importing TensorFlow)."""
+    from hubexport import checks
+
+    return checks.CHECKS
+
+
+def check_names(names):
+    """Refuses a name that is not a check; returns `names` as a tuple."""
+    known = [c.name for c in all_checks()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UserError(
+            f"--skip_checks names {', '.join(map(repr, unknown))}, which "
+            f"{'is not a check' if len(unknown) == 1 else 'are not checks'}; "
+            f"allowed: {', '.join(known)} (e.g. --skip_checks=tfsm_layer)")
+    return tuple(names)
+
+
+def _skipped(entry):
+    finding = reports.Finding(entry.name, entry.clause, "skipped", "not run: --skip_checks")
+    return reports.CheckResult(entry.name, entry.clause, (finding,), 0.0)
 
 
 def _run_check(entry, context):
@@ -106,15 +136,16 @@ def _check_writable(flag, path):
         )
 
 
-def validate(task, json_report=None, junit_xml=None):
-    """Refuses a bad task or report path before any model is checked."""
+def validate(task, json_report=None, junit_xml=None, skip=()):
+    """Refuses a bad task, check name or report path before any model is checked."""
     _check_task(task)
+    check_names(skip)
     for flag, report_path in (("json_report", json_report), ("junit_xml", junit_xml)):
         _check_writable(flag, report_path)
 
 
 def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
-        allow_unsafe_ops=False, out=sys.stdout):
+        allow_unsafe_ops=False, out=sys.stdout, skip=()):
     """`hubexport check`: checks every path, prints and writes the reports.
 
     Returns the exit code: 0 if every model conforms, 1 if any has an error
@@ -123,10 +154,10 @@ def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
     if isinstance(paths, str) or not paths:
         raise UserError("check needs one or more SavedModel directories, e.g. "
                         "hubexport check /tmp/mobilenet_v2")
-    validate(task, json_report, junit_xml)
+    validate(task, json_report, junit_xml, skip)
     model_reports = []
     for path in paths:
-        report = check(path, task, allow_unsafe_ops)
+        report = check(path, task, allow_unsafe_ops, skip=skip)
         out.write(reports.text([report], strict))
         out.flush()
         model_reports.append(report)

@@ -287,11 +287,33 @@ class Context:
             ),
         )
 
-    def require_training_call(self):
+    def require_training_trace(self):
         """Skip unless __call__ takes training=True (see training_argument)."""
         traced = _training_values(self.traced_arguments())
         if not self.accepts_training() or True not in traced:
             raise Skip("__call__ is not traced for training=True (see training_argument)")
+
+    def training_call(self):
+        """obj(gradient_images(), training=True) under a tape, once; raises what it raised.
+
+        Called as fine-tuning calls it: TensorFlow then prepares the function
+        it differentiates later (training_gradients, hub_fine_tuning) rather
+        than another one for this call alone.
+        """
+        def call():
+            with self.restoring_variables():
+                with tf.GradientTape():
+                    self.call(self.gradient_images(), training=True)
+
+        return self._once("training_call", call)
+
+    def require_training_call(self):
+        """Skip unless obj(images, training=True) runs (see training_call)."""
+        self.require_training_trace()
+        try:
+            self.training_call()
+        except Exception:
+            raise Skip("obj(images, training=True) fails (see training_call)") from None
 
     def used_variables(self):
         """(endpoint, variable) for every variable a restored endpoint captures."""
@@ -708,21 +730,20 @@ def training_argument(ctx):
     for value in (False, True):
         if value not in traced:
             yield error(f"__call__ is not traced for training={value}", hint)
-    if True in traced:
-        # Called as fine-tuning calls it, under a tape: TensorFlow then prepares
-        # the function it differentiates later (training_gradients, hub_fine_tuning)
-        # rather than another one for this call alone.
-        images = ctx.gradient_images()
-        with ctx.restoring_variables():
-            try:
-                with tf.GradientTape():
-                    ctx.call(images, training=True)
-            except Exception as e:
-                yield error(
-                    f"obj(images, training=True) fails: {type(e).__name__}: "
-                    f"{summarize(e)}",
-                    hint,
-                )
+
+
+@check("C2")
+def training_call(ctx):
+    """Fine-tuning calls obj(images, training=True): it must run, not just be traced."""
+    ctx.require_training_trace()
+    try:
+        ctx.training_call()
+    except Exception as e:
+        yield error(
+            f"obj(images, training=True) fails: {type(e).__name__}: {summarize(e)}",
+            "the training=True trace must run on float32 images in [0, 1]; call it "
+            "in Python to see the error",
+        )
 
 
 @check("C3")

@@ -13,14 +13,15 @@ Usage:
   hubexport export ... [--jit_compile]   (inference compiled with XLA; training not)
   hubexport export_all --config_dir=export_configs --output_dir=DIR
       [--weights=none] [--image_size=N | --min_size] [--overwrite]
-      [--jobs=N] [--shard=I/N] [--nocheck_exports] [--json_report=FILE]
+      [--jobs=N] [--shard=I/N] [--task=T] [--nocheck_exports]
+      [--skip_checks=NAME,...] [--json_report=FILE]
       (resumable: a model already exported from the same config, weights
       and library versions is not redone)
   hubexport package DIR [--output=FILE.tar.gz] [--overwrite]
       (the archive tfhub.dev accepted; default DIR.tar.gz beside DIR)
   hubexport check PATH [PATH ...] [--task=auto|feature_vector|classification]
       [--json_report=FILE] [--junit_xml=FILE] [--strict] [--allow_unsafe_ops]
-      [--jobs=N] [--shard=I/N]
+      [--skip_checks=NAME,...] [--jobs=N] [--shard=I/N]
       (a PATH holding SavedModels in its subdirectories checks each of them)
       (exit 0: every model conforms; 1: a model has an error; 2: bad usage)
 
@@ -76,8 +77,9 @@ _JIT_COMPILE = flags.DEFINE_boolean(
     "XLA; training stays uncompiled.")
 _TASK = flags.DEFINE_string(
     "task", None,
-    f"export: one of {', '.join(architectures.TASKS)}; check: auto (default: "
-    "read from the model's provenance, or inferred) or one of those.")
+    f"export: one of {', '.join(architectures.TASKS)}; export_all: only the configs "
+    "of that task; check: auto (default: read from the model's provenance, or "
+    "inferred) or one of those.")
 _IMAGE_SIZE = flags.DEFINE_integer(
     "image_size", None,
     "Height and width in pixels (default: the architecture's default size).")
@@ -111,6 +113,10 @@ _MEMORY_GB = flags.DEFINE_float(
     "(default: what is free at the start, less 0.5 GB).", lower_bound=0)
 _CHECK_EXPORTS = flags.DEFINE_boolean(
     "check_exports", True, "export_all: run hubexport check on each export.")
+_SKIP_CHECKS = flags.DEFINE_list(
+    "skip_checks", [],
+    "check, export_all: checks not to run, by name (e.g. tfsm_layer); each is "
+    "reported as skipped.")
 
 _JSON_REPORT = flags.DEFINE_string(
     "json_report", None,
@@ -129,14 +135,16 @@ _EXPORT_SETTINGS = tuple(config_lib.KEYS)
 _FLAGS = (_ARCHITECTURE, _KERAS_MODEL, _PREPROCESSING, _CUSTOM_OBJECTS, _LABELS,
           _TOP_K, _MULTI_LABEL, _FEATURE_LAYER, _POOLING, _JIT_COMPILE, _TASK, _IMAGE_SIZE,
           _WEIGHTS, _OUTPUT, _OVERWRITE, _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _MIN_SIZE, _JOBS,
-          _SHARD, _MEMORY_GB, _CHECK_EXPORTS, _JSON_REPORT, _JUNIT_XML, _STRICT,
-          _ALLOW_UNSAFE_OPS)
+          _SHARD, _MEMORY_GB, _CHECK_EXPORTS, _SKIP_CHECKS, _JSON_REPORT, _JUNIT_XML,
+          _STRICT, _ALLOW_UNSAFE_OPS)
 _MANY = {"jobs", "shard", "memory_gb"}
 _ONLY_FOR = {
     "export": {"output", "config", "overwrite", *_EXPORT_SETTINGS},
     "export_all": {"config_dir", "output_dir", "image_size", "weights", "overwrite",
-                   "min_size", "check_exports", "json_report", *_MANY},
-    "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops", *_MANY},
+                   "min_size", "task", "check_exports", "skip_checks", "json_report",
+                   *_MANY},
+    "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops",
+              "skip_checks", *_MANY},
     "package": {"output", "overwrite"},
 }
 
@@ -185,8 +193,8 @@ def _export_all():
 
     return catalog.export_all(
         _CONFIG_DIR.value, _OUTPUT_DIR.value, overrides, min_size=_MIN_SIZE.value,
-        overwrite=_OVERWRITE.value, check=_CHECK_EXPORTS.value, json_report=_JSON_REPORT.value,
-        log=_say, **_many())
+        overwrite=_OVERWRITE.value, check=_CHECK_EXPORTS.value, task=_TASK.value,
+        skip_checks=_SKIP_CHECKS.value, json_report=_JSON_REPORT.value, log=_say, **_many())
 
 
 def _many():
@@ -201,7 +209,8 @@ def _check(paths):
     return catalog.check_all(
         paths, task=_TASK.value or "auto", json_report=_JSON_REPORT.value,
         junit_xml=_JUNIT_XML.value, strict=_STRICT.value,
-        allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value, log=_say, **_many())
+        allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value, skip_checks=_SKIP_CHECKS.value, log=_say,
+        **_many())
 
 
 def _package(paths):

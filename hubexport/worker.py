@@ -7,8 +7,10 @@ the stdout it was started with; everything else the libraries print goes to
 stderr. A job is
 
   {"export": {settings of export.plan}, "output": DIR, "overwrite": bool,
-   "check": bool}      export (unless "export" is null), then check DIR
-  {"check": DIR, "task": ..., "strict": bool, "allow_unsafe_ops": bool}
+   "check": bool, "skip_checks": [names]}   export (unless "export" is null),
+                                            then check DIR
+  {"check": DIR, "task": ..., "strict": bool, "allow_unsafe_ops": bool,
+   "skip_checks": [names]}
 
 and its answer {"ok": true, ...} with the export's seconds and the check's
 report as JSON (hubexport.reports.to_json), or {"ok": false, "error": one
@@ -47,10 +49,10 @@ def _reset_peak():
         pass
 
 
-def _check(path, task="auto", strict=False, allow_unsafe_ops=False, loaded=None):
+def _check(path, task="auto", strict=False, allow_unsafe_ops=False, loaded=None, skip=()):
     from hubexport import checker, reports
 
-    report = checker.check(path, task, allow_unsafe_ops, loaded)
+    report = checker.check(path, task, allow_unsafe_ops, loaded, skip)
     return {"report": reports.to_json([report], strict)["models"][0],
             "text": reports.text([report], strict)}
 
@@ -74,7 +76,8 @@ def run_job(job):
     try:
         if "check" in job and isinstance(job["check"], str):
             answer.update(_check(job["check"], job.get("task", "auto"),
-                                 job.get("strict", False), job.get("allow_unsafe_ops", False)))
+                                 job.get("strict", False), job.get("allow_unsafe_ops", False),
+                                 skip=tuple(job.get("skip_checks", ()))))
             return answer
         loaded = None
         if job.get("export") is not None:
@@ -82,7 +85,8 @@ def run_job(job):
             answer.update(exported)
         if job.get("check"):
             start = time.monotonic()
-            answer.update(_check(job["output"], loaded=loaded))
+            answer.update(_check(job["output"], loaded=loaded,
+                                 skip=tuple(job.get("skip_checks", ()))))
             answer["check_seconds"] = time.monotonic() - start
     except UserError as e:
         return {**answer, "ok": False, "error": str(e)}

@@ -233,6 +233,19 @@ def training_default_true(path):
     _save(path, _root(model, call))
 
 
+def training_fails(path):
+    """training_call: the training=True trace is saved but fails when it runs."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        if training:  # A check that real images never pass: values are in [0, 1].
+            tf.debugging.assert_less(tf.reduce_max(images), -1.0, message="broken trace")
+        return _forward(model, images, training)
+
+    _save(path, _root(model, call))
+
+
 def noisy(path):
     """deterministic: inference adds random noise."""
     model = tiny_model()
@@ -408,6 +421,7 @@ MUTANTS = {
     "regularization_losses": vector_regularization_loss,
     "input_signature": unknown_channels,
     "training_argument": training_default_true,
+    "training_call": training_fails,
     "deterministic": noisy,
     "batch_independent": batch_statistics,
     "output_tensor": float64_output,

@@ -5,10 +5,14 @@ Run with `pytest -m catalog`. It is what a user's CI runs:
 model at its architecture's smallest size, to fit CI; the full-size catalog
 is the same command without --min_size, see README.md), in
 HUBEXPORT_JOBS worker processes (default 2), memory-aware
-(hubexport.runner), every export checked. Then one test per config reads
-that model's row of the summary. HUBEXPORT_SHARD=I/N runs shard I of N;
-HUBEXPORT_REPORTS=DIR keeps the summary (catalog.json) and the progress log
-there.
+(hubexport.runner), every export checked. The fine-tuning checks
+(FINE_TUNING_CHECKS: they differentiate the model, half of a check's time)
+run on every architecture's classification export; its feature-vector
+export, the same backbone without the classifier, gets every other check
+(`--task=feature_vector --skip_checks=...`). Then one test per config reads
+that model's row of the summaries. HUBEXPORT_SHARD=I/N runs shard I of N;
+HUBEXPORT_REPORTS=DIR keeps the summaries (catalog-TASK.json) and the
+progress log there.
 """
 
 import json
@@ -25,24 +29,31 @@ OVERRIDES = {"weights": "none"}
 SHARD = os.environ.get("HUBEXPORT_SHARD")
 PLANS = catalog.select_shard(catalog.catalog_plans(ROOT, OVERRIDES, min_size=True), SHARD,
                              lambda p: catalog.estimate(p[2])[1])
+FINE_TUNING_CHECKS = ("training_call", "training_gradients", "hub_fine_tuning", "tfsm_layer")
+SKIPPED = {"classification": (), "feature_vector": FINE_TUNING_CHECKS}
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
     reports = os.environ.get("HUBEXPORT_REPORTS") or str(tmp_path_factory.mktemp("reports"))
     os.makedirs(reports, exist_ok=True)
-    summary = os.path.join(reports, "catalog.json")
+    output_dir = str(tmp_path_factory.mktemp("catalog"))
+    rows = {}
     with open(os.path.join(reports, "catalog-progress.log"), "w") as progress:
         def log(message):
             progress.write(message + "\n")
             progress.flush()
 
-        catalog.export_all(
-            ROOT, str(tmp_path_factory.mktemp("catalog")), OVERRIDES, min_size=True,
-            jobs=int(os.environ.get("HUBEXPORT_JOBS", "2")), shard=SHARD,
-            json_report=summary, log=log)
-    with open(summary) as f:
-        return {row["name"]: row for row in json.load(f)["models"]}
+        for task, skip in SKIPPED.items():
+            summary = os.path.join(reports, f"catalog-{task}.json")
+            catalog.export_all(
+                ROOT, output_dir, OVERRIDES, min_size=True,
+                jobs=int(os.environ.get("HUBEXPORT_JOBS", "2")), shard=SHARD, task=task,
+                skip_checks=skip, json_report=summary, log=log)
+            if os.path.exists(summary):  # A shard may have no model of the task.
+                with open(summary) as f:
+                    rows.update({row["name"]: row for row in json.load(f)["models"]})
+    return rows
 
 
 @pytest.mark.parametrize("name,plan", [(n, p) for n, _, p in PLANS],
@@ -54,6 +65,9 @@ def test_catalog_model_exports_and_conforms(name, plan, rows):
                for c in row["report"]["checks"] for f in c["findings"]
                if f["level"] == "error"]
     assert row["verdict"] == "CONFORMS", failing
+    not_run = {c["check"] for c in row["report"]["checks"]
+               if any(f["message"] == "not run: --skip_checks" for f in c["findings"])}
+    assert not_run == set(SKIPPED[plan.task])
     # The scheduler's memory estimate covers what the model really took.
     memory, _ = catalog.estimate(plan)
     grew = row["peak"] - row["start"]

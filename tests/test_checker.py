@@ -134,8 +134,11 @@ _LOAD_BLOCKERS = {"saved_model_files", "tf2_saved_model", "no_unsafe_ops", "load
 @pytest.mark.parametrize("check_name", sorted(set(CHECK_NAMES) - _LOAD_BLOCKERS))
 def test_mutants_are_minimal(check_name, report_of, targets):
     report = report_of(check_name, _mutant_builder(check_name, targets))
-    # top_k_labels checks an optional signature that only good_classification has.
-    assert len(levels(report, "skipped") - {"top_k_labels"}) <= 2, reports.text([report])
+    # top_k_labels checks an optional signature that only good_classification
+    # has; the checks that need what the mutant breaks skip, citing it.
+    skipped = {f.check for f in report.findings
+               if f.level == "skipped" and f"(see {check_name})" not in f.message}
+    assert len(skipped - {"top_k_labels"}) <= 2, reports.text([report])
 
 
 @pytest.mark.parametrize("check_name, expected", [
@@ -151,6 +154,7 @@ def test_mutants_are_minimal(check_name, report_of, targets):
     ("regularization_losses", "returns float32 (8,); expected a float scalar"),
     ("input_signature", "the last dimension is None; expected 3"),
     ("training_argument", "training defaults to True; expected False"),
+    ("training_call", "obj(images, training=True) fails: InvalidArgumentError"),
     ("deterministic", "two identical calls with training=False differ"),
     ("batch_independent", "when the other 2 examples of its batch change"),
     ("output_tensor", "the output is float64; expected float32"),
@@ -265,6 +269,20 @@ def test_scan_finds_file_reads_in_resource_initializers(tmp_path):
     hits = graph_scan.scan(graph_scan.read(str(tmp_path / "model"))).hits
     assert any(h.op.startswith("InitializeTableFromTextFile")
                and h.entry.startswith("obj.table") for h in hits)
+
+
+def test_skipped_checks_are_reported_and_the_others_still_run(report_of, targets):
+    builder = _mutant_builder("training_gradients", targets)
+    report = report_of("training_gradients", builder, skip=("training_call", "tfsm_layer"))
+    # training_gradients makes the training call that training_call would have.
+    assert levels(report, "error") == {"training_gradients"}, reports.text([report])
+    not_run = {f.check for f in report.findings if f.message == "not run: --skip_checks"}
+    assert not_run == {"training_call", "tfsm_layer"}
+    assert "skipped C2 training_call, K2 tfsm_layer: not run: --skip_checks" in reports.text(
+        [report])
+    assert not report_of("training_gradients", builder, skip=("training_gradients",)).fails()
+    with pytest.raises(UserError, match="'trainig_call', which is not a check; allowed: "):
+        checker.check("unused", skip=("trainig_call",))
 
 
 # Any directory gets a verdict, never a traceback.

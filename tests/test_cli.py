@@ -81,6 +81,10 @@ def test_flags_override_the_config(tmp_path, capsys):
     (["export_all", "--config_dir=c"], "export_all needs --config_dir=DIR and --output_dir=DIR"),
     (["frobnicate"], "unknown command 'frobnicate'; allowed: export, export_all, check"),
     (["export", "extra"], "export takes no positional arguments"),
+    (["check", "x", "--skip_checks=tfsm_layer,nope"],
+     "--skip_checks names 'nope', which is not a check; allowed: saved_model_files,"),
+    (["export_all", "--config_dir=c", "--output_dir=o", "--task=segmentation"],
+     "Unknown task 'segmentation'; allowed: feature_vector, classification"),
 ])
 def test_user_errors_are_one_line_with_exit_2(args, message, capsys):
     assert run(*args) == 2

@@ -59,6 +59,9 @@ def test_shards_export_and_check_the_catalog_and_a_rerun_redoes_nothing(tmp_path
     # The total counts this run's work only, not the earlier run's seconds.
     assert "2 models, 0 failed or not conforming, 2 done before, 0s of work in this run" in again
     assert _mtimes(out) == before
+    # Models checked in full are done for a run that skips checks, of one task.
+    assert run(*common, "--task=classification", "--skip_checks=tfsm_layer") == 0
+    assert "1 models (classification): 1 done before, 0 to run" in capsys.readouterr().out
 
     junit = tmp_path / "checks.xml"
     assert run("check", str(out), "--jobs=2", f"--junit_xml={junit}") == 0
@@ -114,3 +117,11 @@ def test_an_interrupted_run_leaves_nothing_partial_and_resumes(tmp_path, capsys)
     assert "1 done before, 1 to run" in capsys.readouterr().out
     replaced = export.read_provenance(str(out / "v3small_fv"))
     assert replaced["request_key"] != key and replaced["pooling"] == "max"
+
+    # Exported without checks: a run with checks checks it, and exports nothing.
+    before = _mtimes(out)
+    assert run(*args[:-1], "--task=classification", "--skip_checks=tfsm_layer") == 0
+    checked = capsys.readouterr().out
+    assert "1 models (classification): 0 done before, 1 to run" in checked
+    assert "v2_classifier: CONFORMS" in checked and "v3small_fv" not in checked.split("\n", 1)[1]
+    assert _mtimes(out) == before

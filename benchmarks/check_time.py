@@ -1,7 +1,7 @@
 """Time of exporting and checking models, against a baseline measured beside it.
 
     .venv/bin/python benchmarks/check_time.py ConvNeXtBase:feature_vector \
-        EfficientNetB0:classification --repeats=3 [--compare=grappler|shared_load]
+        EfficientNetB0:classification --repeats=3 [--compare=grappler|shared_load|identity_eq]
 
 Each model is exported once per run at its architecture's minimum size with
 weights=none and then checked, as the catalog tier does. Every measurement
@@ -16,6 +16,9 @@ described first. What is compared:
   shared_load  the check loading the export from disk against the check using
                the object the export's verification loaded
                (export.export(keep_loaded=True), as export_all's workers do).
+  identity_eq  tf.saved_model.save of a Keras application with TensorFlow's
+               default Tensor == against tensors compared by identity, which
+               is what hubexport does (export._tensors_compared_by_identity).
 """
 
 import argparse
@@ -37,6 +40,8 @@ from hubexport.architectures import ARCHITECTURES
 name, task, output, compare, setting = sys.argv[1:]
 if compare == "grappler" and setting == "baseline":
     grappler.disabled = contextlib.nullcontext
+if compare == "identity_eq" and setting == "baseline":
+    export._tensors_compared_by_identity = lambda enabled: contextlib.nullcontext()
 shared = compare == "shared_load" and setting == "candidate"
 arch = ARCHITECTURES[name]
 result = export.export(export.plan(name, task, arch.min_size, "none"), output,
@@ -60,7 +65,8 @@ def machine():
 
 
 # compare: (name of the baseline, name of the candidate).
-SETTINGS = {"grappler": ("on", "off"), "shared_load": ("reload", "shared")}
+SETTINGS = {"grappler": ("on", "off"), "shared_load": ("reload", "shared"),
+            "identity_eq": ("elementwise", "identity")}
 
 
 def run(name, task, compare, setting, directory):

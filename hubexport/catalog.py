@@ -178,6 +178,11 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
         architectures.check_task(task)
     # What the checks of this run leave out: all of them without checks.
     skipped = checker.check_names(skip_checks)
+    if not check and skipped:
+        raise UserError(
+            "--skip_checks has no effect with --nocheck_exports (no check runs); "
+            "drop one of them"
+        )
     if not check:
         skipped = tuple(c.name for c in checker.all_checks())
     plans = catalog_plans(config_dir, overrides or {}, min_size)

@@ -10,6 +10,7 @@ into place. A failure or an interrupt removes the temporary directory and leaves
 an existing output untouched.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -416,8 +417,39 @@ def _save(built, plan, directory):
                 built.model, plan.preprocessing, plan.task, height, width, extras,
                 jit_compile=plan.jit_compile,
             )
-        tf.saved_model.save(root, directory, signatures=signatures, options=options)
+        # A Keras application's only custom gradients are TensorFlow's own.
+        with _tensors_compared_by_identity(plan.architecture is not None):
+            tf.saved_model.save(root, directory, signatures=signatures, options=options)
     return reference
+
+
+@contextlib.contextmanager
+def _tensors_compared_by_identity(enabled):
+    """Tensor == is `is` while the block runs (when enabled), as in TF1.
+
+    tf.saved_model.save finds each custom gradient's captures (every swish of
+    an EfficientNet) with list.index, and each comparison is a Tensor.__eq__
+    that walks TensorFlow's context stack before it settles on identity:
+    quadratic, 3.4s of EfficientNetB3's 21.8s export at 32x32 (BUILD_NOTES.md).
+    The answers, and so the files, are the same either way. But the save also
+    traces each custom gradient function from the eager context, where == is
+    elementwise: only code known not to compare tensors may run under this
+    (tf.nn.silu's gradient in Keras applications), so own models are saved
+    with TensorFlow's default.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import tensor as tensor_lib
+
+    previous = tensor_lib.Tensor._USE_EQUALITY
+    if enabled:
+        tf.compat.v1.disable_tensor_equality()
+    try:
+        yield
+    finally:
+        if previous:
+            tf.compat.v1.enable_tensor_equality()
+        else:
+            tf.compat.v1.disable_tensor_equality()
 
 
 def _load(directory):

@@ -85,6 +85,9 @@ def test_flags_override_the_config(tmp_path, capsys):
      "--skip_checks names 'nope', which is not a check; allowed: saved_model_files,"),
     (["export_all", "--config_dir=c", "--output_dir=o", "--task=segmentation"],
      "Unknown task 'segmentation'; allowed: feature_vector, classification"),
+    (["export_all", "--config_dir=c", "--output_dir=o", "--nocheck_exports",
+      "--skip_checks=tfsm_layer"],
+     "--skip_checks has no effect with --nocheck_exports (no check runs); drop one of them"),
 ])
 def test_user_errors_are_one_line_with_exit_2(args, message, capsys):
     assert run(*args) == 2

@@ -55,12 +55,35 @@ def test_export_equals_keras_application_on_preprocessed_input(
     assert actual.shape == (3, plan.architecture.output_size(task))
     assert _relative(actual, expected) < 1e-4
 
+    # The gradient is the one Keras computes (the custom gradients are
+    # saved while tensors compare by identity: export._save).
+    x = tf.constant(images[:2])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        actual = loaded(x)
+        expected = reference(module.preprocess_input(255.0 * x))
+    assert _relative(tape.gradient(actual, x).numpy(),
+                     tape.gradient(expected, x).numpy()) < 1e-3
     # Fine-tunable after reload: every trainable variable gets a gradient
-    # (EfficientNet's swish needs its custom gradient saved).
+    # (EfficientNet's swish needs its custom gradient saved). This call
+    # updates the batch-norm statistics, so it comes last.
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(loaded(images[:2], training=True) ** 2)
     gradients = tape.gradient(loss, loaded.trainable_variables)
     assert all(g is not None for g in gradients)
+
+
+def test_tensors_compare_by_identity_only_inside_the_block():
+    import tensorflow as tf
+
+    one = tf.constant(1.0)
+    with pytest.raises(RuntimeError):
+        with export._tensors_compared_by_identity(True):
+            assert (one == tf.constant(1.0)) is False  # Identity: another tensor.
+            raise RuntimeError
+    assert bool(one == tf.constant(1.0))  # Elementwise again, after an error too.
+    with export._tensors_compared_by_identity(False):
+        assert bool(one == tf.constant(1.0))
 
 
 def test_feature_vector_has_free_size_and_constant_features(keras, mobilenet_fv, mobilenet_weights):

@@ -430,26 +430,27 @@ def _tensors_compared_by_identity(enabled):
     tf.saved_model.save finds each custom gradient's captures (every swish of
     an EfficientNet) with list.index, and each comparison is a Tensor.__eq__
     that walks TensorFlow's context stack before it settles on identity:
-    quadratic, 3.4s of EfficientNetB3's 21.8s export at 32x32 (BUILD_NOTES.md).
-    The answers, and so the files, are the same either way. But the save also
+    quadratic (EfficientNetB3's export at 32x32 0.84x with this switch,
+    benchmarks/check_time.py --compare=identity_eq; BUILD_NOTES.md). The
+    answers, and so the files, are the same either way. But the save also
     traces each custom gradient function from the eager context, where == is
     elementwise: only code known not to compare tensors may run under this
     (tf.nn.silu's gradient in Keras applications), so own models are saved
     with TensorFlow's default.
     """
+    if not enabled:
+        yield
+        return
     import tensorflow as tf
     from tensorflow.python.framework import tensor as tensor_lib
 
-    previous = tensor_lib.Tensor._USE_EQUALITY
-    if enabled:
-        tf.compat.v1.disable_tensor_equality()
+    was_elementwise = tensor_lib.Tensor._USE_EQUALITY
+    tf.compat.v1.disable_tensor_equality()
     try:
         yield
     finally:
-        if previous:
+        if was_elementwise:
             tf.compat.v1.enable_tensor_equality()
-        else:
-            tf.compat.v1.disable_tensor_equality()
 
 
 def _load(directory):

@@ -61,7 +61,7 @@ def test_export_equals_keras_application_on_preprocessed_input(
     # higher-order gradients of the restored function, many times slower.
     x = tf.constant(images[:2])
     gradients = []
-    for model in (loaded, lambda x: reference(module.preprocess_input(255.0 * x))):
+    for model in (loaded, lambda inputs: reference(module.preprocess_input(255.0 * inputs))):
         with tf.GradientTape() as tape:
             tape.watch(x)
             output = model(x)

@@ -172,19 +172,25 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
     """`hubexport export_all`; returns the exit code (1 if a model failed).
 
     task: only the configs of this task (None: all).
-    skip_checks: names of checks not run on the exports (checker.check's skip).
+    skip_checks: names of checks not run on the exports (checker.check's
+      skip), or a function of a Plan giving them for that model (the catalog
+      tier's: some checks on some models only).
     """
     if task is not None:
         architectures.check_task(task)
-    # What the checks of this run leave out: all of them without checks.
-    skipped = checker.check_names(skip_checks)
-    if not check and skipped:
+    if not check and skip_checks:
         raise UserError(
             "--skip_checks has no effect with --nocheck_exports (no check runs); "
             "drop one of them"
         )
-    if not check:
-        skipped = tuple(c.name for c in checker.all_checks())
+    # What the checks of this run leave out, per model: all of them without checks.
+    names = None if callable(skip_checks) else checker.check_names(skip_checks)
+
+    def skipped_for(plan):
+        if not check:
+            return tuple(c.name for c in checker.all_checks())
+        return names if names is not None else checker.check_names(skip_checks(plan))
+
     plans = catalog_plans(config_dir, overrides or {}, min_size)
     # Sharded first, so that a machine of a matrix runs its shard's configs of
     # each task whichever --task it is given.
@@ -198,11 +204,12 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
     state_dir = os.path.join(output_dir, STATE_DIR)
     with _lock(state_dir):
-        rows, to_run = {}, []
+        rows, to_run, skipped = {}, [], {}
         for name, settings, plan in plans:
             _remove_leftovers(output_dir, name)
+            skipped[name] = skipped_for(plan)
             rows[name], job = _resume(name, settings, plan, output_dir, state_dir,
-                                      overwrite, check, skipped)
+                                      overwrite, check, skipped[name])
             if job:
                 to_run.append(job)
         done = sum(row.status == "done before" for row in rows.values())
@@ -213,8 +220,8 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
             + f"{len(to_run)} to run with {jobs} worker{'s' * (jobs != 1)}")
 
         def record(outcome):
-            rows[outcome.job.name] = _record(outcome, state_dir, rows[outcome.job.name],
-                                             skipped)
+            name = outcome.job.name
+            rows[name] = _record(outcome, state_dir, rows[name], skipped[name])
 
         runner.run(to_run, jobs, log=log, on_outcome=record, memory_budget=memory_budget,
                    worker_log=os.path.join(state_dir, "workers.log"))

@@ -9,9 +9,11 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
+import pytest
 from test_cli import run
 
 from hubexport import catalog, export
+from hubexport.errors import UserError
 
 
 def _configs(directory, extra=None):
@@ -125,3 +127,28 @@ def test_an_interrupted_run_leaves_nothing_partial_and_resumes(tmp_path, capsys)
     assert "1 models (classification): 0 done before, 1 to run" in checked
     assert "v2_classifier: CONFORMS" in checked and "v3small_fv" not in checked.split("\n", 1)[1]
     assert _mtimes(out) == before
+
+    # Checks skipped per model (the catalog tier's way): a record that skipped
+    # more than its model's skip now is checked again; then nothing is redone.
+    report = tmp_path / "summary.json"
+
+    def skip(plan):
+        return ("tfsm_layer",) if plan.task == "feature_vector" else ()
+
+    def export_all(**kwargs):
+        return catalog.export_all(configs, str(out), {"weights": "none"}, min_size=True,
+                                  skip_checks=skip, json_report=str(report), **kwargs)
+
+    assert export_all(log=lambda message: None) == 0
+    not_run = {row["name"]: [c["check"] for c in row["report"]["checks"]
+                             if any(f["message"] == "not run: --skip_checks"
+                                    for f in c["findings"])]
+               for row in json.loads(report.read_text())["models"]}
+    assert not_run == {"v2_classifier": [], "v3small_fv": ["tfsm_layer"]}
+    assert _mtimes(out) == before
+    said = []
+    assert export_all(log=said.append) == 0
+    assert "2 models: 2 done before, 0 to run" in said[0]
+    with pytest.raises(UserError, match="'tfsm', which is not a check"):
+        catalog.export_all(configs, str(out), {"weights": "none"}, min_size=True,
+                           skip_checks=lambda plan: ("tfsm",))

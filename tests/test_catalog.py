@@ -7,7 +7,7 @@ is the same command without --min_size, see README.md), in
 HUBEXPORT_JOBS worker processes (default 2), memory-aware
 (hubexport.runner), every export checked. The fine-tuning checks
 (FINE_TUNING_CHECKS: they differentiate the model and fine-tune it through
-hub.KerasLayer and TFSMLayer, 45% of the tier's check time) run on the
+hub.KerasLayer and TFSMLayer, most of a check's time) run on the
 classification export of one architecture per Keras module (FINE_TUNED: the
 members of a module are one constructor at other depths and widths); every
 other export, all 142, gets every other check. Then one test per config

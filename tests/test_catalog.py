@@ -46,8 +46,9 @@ FINE_TUNED = _first_of_each_module()
 
 
 def skipped(plan):
-    """The checks not run on `plan`'s export."""
-    if plan.task == "classification" and plan.architecture.name in FINE_TUNED:
+    """The checks not run on `plan`'s export (an own model's config: none)."""
+    if plan.architecture is None or (
+            plan.task == "classification" and plan.architecture.name in FINE_TUNED):
         return ()
     return FINE_TUNING_CHECKS
 

@@ -137,7 +137,7 @@ class Row:
     """One model's line in the summary."""
 
     name: str
-    status: str  # "exported", "checked", "done before" or "FAILED".
+    status: str  # "exported", "checked", "done before", "FAILED" or "not finished".
     seconds: float = 0.0
     size: int | None = None
     peak: int | None = None  # Bytes: the worker's peak resident memory.
@@ -167,11 +167,13 @@ def _lock(state_dir):
 
 
 def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwrite=False,
-               jobs=1, shard=None, memory_budget=None, check=True, skip_checks=(),
+               overwrite_any_saved_model=False, jobs=1, shard=None, memory_budget=None, check=True, skip_checks=(),
                task=None, json_report=None, log=print):
     """`hubexport export_all`; returns the exit code (1 if a model failed).
 
     task: only the configs of this task (None: all).
+    overwrite, overwrite_any_saved_model: which existing outputs may be
+      replaced (export.check_output's rule); any other is refused, untouched.
     skip_checks: names of checks not run on the exports (checker.check's
       skip), or a function of a Plan giving them for that model (the catalog
       tier's: some checks on some models only).
@@ -203,13 +205,16 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
         return 0
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
     state_dir = os.path.join(output_dir, STATE_DIR)
+    config_paths = dict(config_lib.catalog(config_dir))
+    replace = {"overwrite": overwrite, "overwrite_any_saved_model": overwrite_any_saved_model}
     with _lock(state_dir):
         rows, to_run, skipped = {}, [], {}
         for name, settings, plan in plans:
             _remove_leftovers(output_dir, name)
             skipped[name] = skipped_for(plan)
+            inputs = (config_paths[name], settings.get("labels"))
             rows[name], job = _resume(name, settings, plan, output_dir, state_dir,
-                                      overwrite, check, skipped[name])
+                                      {**replace, "inputs": inputs}, check, skipped[name])
             if job:
                 to_run.append(job)
         done = sum(row.status == "done before" for row in rows.values())
@@ -222,9 +227,16 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
         def record(outcome):
             name = outcome.job.name
             rows[name] = _record(outcome, state_dir, rows[name], skipped[name])
+            unfinished.discard(name)
 
-        runner.run(to_run, jobs, log=log, on_outcome=record, memory_budget=memory_budget,
-                   worker_log=os.path.join(state_dir, "workers.log"))
+        unfinished = {job.name for job in to_run}
+        try:
+            runner.run(to_run, jobs, log=log, on_outcome=record, memory_budget=memory_budget,
+                       worker_log=os.path.join(state_dir, "workers.log"))
+        except KeyboardInterrupt:  # Say what finished (the next run resumes from it).
+            log(summary([dataclasses.replace(rows[name], status="not finished")
+                         if name in unfinished else rows[name] for name, _, _ in plans]))
+            raise
     ordered = [rows[name] for name, _, _ in plans]
     log(summary(ordered))
     if json_report:
@@ -255,17 +267,25 @@ def _remove_leftovers(output_dir, name):
             shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
 
 
-def _resume(name, settings, plan, output_dir, state_dir, overwrite, check, skip_checks=()):
+def _resume(name, settings, plan, output_dir, state_dir, replace, check, skip_checks=()):
     """(Row, Job or None): what is already done for `name`, and what is left.
 
+    replace: export.export's overwrite, overwrite_any_saved_model and inputs
+    (the config and labels files); an output that may not be replaced, or
+    that is or holds an input, is a FAILED row and no job (nothing touched).
     A record whose check skipped no more than `skip_checks` is done; one that
     skipped more (or was not checked) is checked again.
     """
     output = os.path.join(output_dir, name)
     key = export.request_key(plan)
     memory, seconds = estimate(plan)
-    request = {"export": settings, "output": output, "overwrite": overwrite,
-               "check": check, "skip_checks": list(skip_checks)}
+    request = {"export": settings, "output": output, **replace,
+               "inputs": list(replace["inputs"]), "check": check,
+               "skip_checks": list(skip_checks)}
+    refusal = export.inputs_refusal(output, (*replace["inputs"], *export.plan_inputs(plan)),
+                                    output)
+    if refusal:
+        return Row(name, "FAILED", error=refusal), None
     if os.path.exists(output):
         provenance = export.read_provenance(output) or {}
         if provenance.get("request_key") == key:
@@ -277,10 +297,14 @@ def _resume(name, settings, plan, output_dir, state_dir, overwrite, check, skip_
                 return Row(name, "done before", size=_bytes(output)), None
             return Row(name, "checked", key=key), runner.Job(
                 name, {**request, "export": None}, memory, seconds / 2)
-        if not overwrite:
+        if not replace["overwrite"] and export.written_by_hubexport(output):
             return Row(name, "FAILED", error=(
                 f"{output} exists from another config, weights or library version; "
                 "pass --overwrite to replace it")), None
+        refusal = export.replace_refusal(output, replace["overwrite"],
+                                         replace["overwrite_any_saved_model"], output)
+        if refusal:
+            return Row(name, "FAILED", error=refusal), None
     return Row(name, "exported", key=key), runner.Job(name, request, memory, seconds)
 
 
@@ -351,9 +375,11 @@ def summary(rows):
                      f"{_size(r.peak):>10}  {verdict}")
     failed = sum(r.failed for r in rows)
     before = sum(r.status == "done before" for r in rows)
+    unfinished = sum(r.status == "not finished" for r in rows)  # An interrupted run's.
     seconds = sum(r.seconds for r in rows if r.status != "done before")
     lines.append(f"{len(rows)} models, {failed} failed or not conforming, "
                  + (f"{before} done before, " if before else "")
+                 + (f"{unfinished} not finished (interrupted), " if unfinished else "")
                  + f"{runner.duration(seconds)} of work in this run")
     return "\n".join(lines)
 
@@ -385,11 +411,12 @@ def _is_saved_model(path):
 
 def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_checks=(),
               jobs=1, shard=None, memory_budget=None, json_report=None, junit_xml=None,
-              log=print, out=sys.stdout):
+              log=print, out=sys.stdout, limits=None):
     """`hubexport check` over many models; returns the exit code.
 
-    With jobs=1 the models are checked one after another in this process;
-    with more, in worker processes, and a summary table ends the output.
+    With jobs=1 the models are checked one after another, each in a child
+    process within `limits` (checker.run); with more, in worker processes
+    (no limits), and a summary table ends the output.
     """
     checker.validate(task, json_report, junit_xml, skip_checks)
     models = saved_models(paths)
@@ -400,7 +427,7 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_
         return 0
     if jobs == 1:
         return checker.run(models, task, json_report, junit_xml, strict, allow_unsafe_ops,
-                           out=out, skip=tuple(skip_checks))
+                           out=out, skip=tuple(skip_checks), limits=limits, log=log)
     request = {"task": task, "strict": strict, "allow_unsafe_ops": allow_unsafe_ops,
                "skip_checks": list(skip_checks)}
     to_run = []

@@ -16,6 +16,7 @@ refused at once.
 
 import os
 import sys
+import tempfile
 import time
 
 from hubexport import grappler, reports
@@ -37,7 +38,8 @@ def gradient_batch(height, width):
     return min(BATCH, max(1, GRADIENT_PIXELS // (height * width)))
 
 
-def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=()):
+def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=(),
+          on_start=None, on_result=None):
     """Runs every check on the SavedModel directory `path`; returns a ModelReport.
 
     task: "auto" (from the provenance file, else from the serving_default
@@ -50,6 +52,8 @@ def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=()):
     skip: names of checks not to run (each is reported as skipped, "not run:
       --skip_checks"); the checks that need what a skipped one prepares do
       that work themselves.
+    on_start(check, context), on_result(CheckResult): called as each check
+      starts and ends (hubexport.isolation reports them to its parent).
     """
     _check_task(task)
     check_names(skip)
@@ -57,11 +61,17 @@ def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=()):
 
     start = time.monotonic()
     context = checks.Context(path, task, allow_unsafe_ops, loaded)
+    results = []
     with grappler.disabled():
-        results = tuple(_skipped(c) if c.name in skip else _run_check(c, context)
-                        for c in checks.CHECKS)
+        for entry in checks.CHECKS:
+            if on_start:
+                on_start(entry, context)
+            results.append(_skipped(entry) if entry.name in skip
+                           else _run_check(entry, context))
+            if on_result:
+                on_result(results[-1])
     return reports.ModelReport(
-        path, context.task, context.task_source, results, time.monotonic() - start
+        path, context.task, context.task_source, tuple(results), time.monotonic() - start
     )
 
 
@@ -101,6 +111,8 @@ def _run_check(entry, context):
     try:
         for found in entry.function(context):
             findings.append(finding(found.level, found.message, found.hint))
+    except checks.Unavailable as missing:
+        findings.append(finding("unavailable", str(missing)))
     except checks.Skip as skip:
         findings.append(finding("skipped", str(skip)))
     except Exception as e:  # A check must never end the run with a traceback.
@@ -124,40 +136,81 @@ def _check_task(task):
 
 
 def _check_writable(flag, path):
-    """Refuses a report path whose directory is missing before checking starts."""
+    """Refuses a report path that cannot be written, before checking starts.
+
+    Tried for real (a file made and removed in its directory), so a read-only
+    directory or mount is refused now rather than after every check ran.
+    """
     if path is None:
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory) or os.path.isdir(path):
-        raise UserError(
-            f"--{flag}={path} cannot be written: {directory} is not a directory"
-            if not os.path.isdir(directory)
-            else f"--{flag}={path} is a directory; pass a file path"
-        )
+    if not path:
+        raise UserError(f"--{flag} is empty; pass a file path, or leave the flag out")
+    full = os.path.abspath(path)
+    directory = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise UserError(f"--{flag}={path} is a directory; pass a file path")
+    if not os.path.isdir(directory):
+        raise UserError(f"--{flag}={path} cannot be written: {directory} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hubexport-probe-", dir=directory)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--{flag}={path} cannot be written: {directory} is not writable "
+                        f"({e.strerror}); choose a directory you can write to") from None
+    if os.path.exists(full) and not os.access(full, os.W_OK):
+        raise UserError(f"--{flag}={path} cannot be written: the file is read-only")
 
 
-def validate(task, json_report=None, junit_xml=None, skip=()):
-    """Refuses a bad task, check name or report path before any model is checked."""
+def _check_paths(paths):
+    """Refuses an empty list, or a path that is not a directory, before any load."""
+    if isinstance(paths, str):
+        raise UserError(f"paths must be a list of directories; received the string {paths!r}")
+    if not paths:
+        raise UserError("check needs one or more SavedModel directories and received none "
+                        "(an empty path variable?); e.g. hubexport check /tmp/mobilenet_v2")
+    for path in paths:
+        if not os.path.exists(path):
+            raise UserError(f"{path} does not exist; pass a SavedModel directory, or a "
+                            "directory of them")
+        if not os.path.isdir(path):
+            raise UserError(f"{path} is not a directory; pass a SavedModel directory (or a "
+                            "directory of them; unpack an archive first)")
+
+
+def validate(task, json_report=None, junit_xml=None, skip=(), paths=None):
+    """Refuses a bad task, report path, model path or check name before any model is
+    checked; imports TensorFlow only for check names (skip), so the rest is instant.
+
+    paths: the PATHs to check (None: not validated here).
+    """
     _check_task(task)
-    check_names(skip)
     for flag, report_path in (("json_report", json_report), ("junit_xml", junit_xml)):
         _check_writable(flag, report_path)
+    if skip:
+        check_names(skip)
+    if paths is not None:
+        _check_paths(paths)
 
 
 def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
-        allow_unsafe_ops=False, out=sys.stdout, skip=()):
+        allow_unsafe_ops=False, out=sys.stdout, skip=(), limits=None, log=None):
     """`hubexport check`: checks every path, prints and writes the reports.
+
+    Each model is checked in a child process within `limits` (see
+    hubexport.isolation; default isolation.default_limits()); with one path,
+    log(line) gets a progress line as each check ends.
 
     Returns the exit code: 0 if every model conforms, 1 if any has an error
     (with strict, also a warning). Raises UserError for invalid arguments.
     """
-    if isinstance(paths, str) or not paths:
-        raise UserError("check needs one or more SavedModel directories, e.g. "
-                        "hubexport check /tmp/mobilenet_v2")
-    validate(task, json_report, junit_xml, skip)
+    validate(task, json_report, junit_xml, skip, paths)
     model_reports = []
     for path in paths:
-        report = check(path, task, allow_unsafe_ops, skip=skip)
+        from hubexport import isolation  # Its child runs check() on the path.
+
+        report = isolation.check(path, task, allow_unsafe_ops, skip, limits, on_result=(
+            isolation.progress(log) if log and len(paths) == 1 else None))
         out.write(reports.text([report], strict))
         out.flush()
         model_reports.append(report)

@@ -35,8 +35,14 @@ DEFAULT_SIZE = 224  # Height and width for free-size models without provenance.
 DEFAULT_MIN_SIZE = 32  # Smallest size tried when the provenance gives none.
 DETERMINISM_TOLERANCE = 1e-6  # Relative; two identical calls.
 BATCH_TOLERANCE = 1e-5  # Relative; one example alone vs. in a batch.
+ENDPOINT_TOLERANCE = 1e-5  # Relative; two endpoints of one model on the same images.
 MIN_VALUES_FOR_SIGMOID = 16  # Fewer values in [0, 1] may be chance.
 SOFTMAX_SUM_TOLERANCE = 1e-3
+SERVING_TOLERANCE = 1e-4  # Relative; serving_default vs. __call__ (the export's own).
+MOMENTUM = "batch_norm_momentum"
+MOMENTUM_PROBES = (0.0, 0.5)  # Far from 1, so the moving means move far.
+MOMENTUM_TOLERANCE = 1e-3  # Relative; a moving mean's move vs. (1 - momentum) of it.
+SECOND_SIZE_BATCH = 2  # Images per call at the second size.
 FINE_TUNING_LEARNING_RATE = 0.5  # High, so one step moves every weight.
 TF1_HUB_FILE = "tfhub_module.pb"
 
@@ -46,6 +52,13 @@ class Skip(BaseException):
 
     A BaseException (as pytest's skip is), so that the `except Exception`
     around a model call inside a check cannot mistake it for the call failing.
+    """
+
+
+class Unavailable(Skip):
+    """What the check needs is missing from this environment, not from the model
+    (e.g. tensorflow_hub fails to import): the check could not run, which is
+    not a pass. Reported as "unavailable"; --strict fails on it.
     """
 
 
@@ -167,8 +180,8 @@ class Context:
             ) from None
         if hits and not self.allow_unsafe_ops:
             raise Skip(
-                "not loaded: it has ops that touch files, processes or the network "
-                "(see no_unsafe_ops); pass --allow_unsafe_ops to load it anyway"
+                "not loaded: it has ops not known to be safe (see no_unsafe_ops); "
+                "pass --allow_unsafe_ops to load it anyway"
             )
         return self._once("model", lambda: self._loaded or tf.saved_model.load(self.path))
 
@@ -229,11 +242,30 @@ class Context:
         return spec.shape[1] is None and spec.shape[2] is None
 
     def second_hw(self):
-        """A second size (>= the minimum) for the feature size check."""
+        """A second size (>= the minimum) for free_size and feature_size_constant."""
         minimum = (self.provenance.get("input") or {}).get("min_size")
         if not isinstance(minimum, int) or minimum <= 0:
             minimum = DEFAULT_MIN_SIZE
         return tuple(_other_size(size, minimum) for size in self.call_hw())
+
+    def second_size_output(self):
+        """obj(images) at second_hw(), once: the numpy output, or what it raised."""
+        self.reference_output()
+        images = self.images(SECOND_SIZE_BATCH, self.second_hw())
+        return self._once("second_size", lambda: self.call(images).numpy())
+
+    def serving_default_output(self, signature):
+        """(height and width, output key, numpy output) of `signature` (the
+        serving_default) on images(): called once, raises what it raised."""
+        spec = signature.structured_input_signature[1]["images"]
+        hw = self.hw_for(spec, "serving_default", "serving_signature")
+        images = tf.constant(self.images(hw=hw))
+
+        def call():
+            (key, value), = signature(images=images).items()
+            return hw, key, value.numpy()
+
+        return self._once("serving_default", call)
 
     def images(self, batch=BATCH, hw=None):
         height, width = hw or self.call_hw()
@@ -536,28 +568,29 @@ def tf2_saved_model(ctx):
 
 @check("F2")
 def no_unsafe_ops(ctx):
-    """Read before anything runs: loading or calling a SavedModel runs its graph."""
+    """Read before anything runs: loading or calling a SavedModel runs its graph.
+
+    Every op of every graph and function must be on hubexport/ops.toml's list
+    of reviewed ops (hubexport.graph_scan); any other is an error.
+    """
     scan = ctx.scan()
     level = warning if ctx.allow_unsafe_ops else error
     for hit in scan.hits:
         yield level(
             hit.describe(),
-            "remove it from every function a load or call runs (tf.io.write_file, "
-            "tf.print to a file, tf.py_function, file readers...); check a model you "
-            "trust anyway with --allow_unsafe_ops",
-        )
-    for op in scan.unknown_ops:
-        yield warning(
-            f"op {op} is not registered in this TensorFlow (a custom op?): the model "
-            "will not load here, and what the op does cannot be judged",
-            "export with standard TensorFlow ops only",
+            "export with standard TensorFlow ops that touch only the model (no file, "
+            "network, dataset, py_function or custom ops); check a model you trust "
+            "anyway with --allow_unsafe_ops",
         )
     if scan.hits and ctx.allow_unsafe_ops:
-        yield info("loaded and called anyway, as --allow_unsafe_ops asks")
+        yield warning(
+            f"loaded and called anyway, as --allow_unsafe_ops asks, with "
+            f"{_count(len(scan.hits), 'op')} not known to be safe"
+        )
     if not scan.hits:
         yield info(
-            f"no op that touches files, processes or the network in the "
-            f"{scan.functions_scanned} functions a load or call can run"
+            f"every op of the {scan.functions_scanned} functions and the main graph "
+            "is on the list of reviewed ops"
         )
 
 
@@ -712,6 +745,36 @@ def _size_description(spec):
     return f"height is {height or 'free'} and width is {width or 'free'}"
 
 
+@check("C1")
+def free_size(ctx):
+    """Free height and width promise any size: a second one must work as the first.
+
+    For a classifier that means [batch, num_classes] logits again; for a
+    feature vector, feature_size_constant compares the two sizes.
+    """
+    if not ctx.has_free_hw():
+        raise Skip("height and width are fixed, so there is one size only")
+    first, (height, width) = ctx.reference_output(), ctx.second_hw()
+    hint = ("export at one fixed size if the architecture does not accept every size "
+            "(as NASNet does not)")
+    try:
+        output = ctx.second_size_output()
+    except Exception as e:
+        yield error(f"height and width are free, but __call__ fails at {height}x{width}: "
+                    f"{type(e).__name__}: {summarize(e)}", hint)
+        return
+    if output.ndim != 2 or len(output) != SECOND_SIZE_BATCH:
+        yield error(f"at {height}x{width}, a batch of {SECOND_SIZE_BATCH} gives outputs of "
+                    f"shape {list(output.shape)}; expected [{SECOND_SIZE_BATCH}, N]", hint)
+    elif ctx.task == "classification" and first.ndim == 2 and (
+            output.shape[1] != first.shape[1]):
+        first_height, first_width = ctx.call_hw()
+        yield error(f"{first.shape[1]} logits at {first_height}x{first_width} but "
+                    f"{output.shape[1]} at {height}x{width}",
+                    "give every size the same classifier head (global pooling before "
+                    "the last layer), or export at one fixed size")
+
+
 @check("C2")
 def training_argument(ctx):
     """Fine-tuning needs training=True traced; everyone else needs False by default."""
@@ -813,6 +876,36 @@ def output_tensor(ctx):
 
 
 @check("C4")
+def documented_output_size(ctx):
+    """A head is built for the N the model's documentation states: it must be true."""
+    output = ctx.reference_output()
+    if output.ndim != 2:
+        raise Skip("__call__ does not return [batch, N] (see output_tensor)")
+    documented = _documented_sizes(ctx.provenance)
+    if not documented:
+        yield info(f"no output size documented (no {export.PROVENANCE_FILE} with one)")
+    noun = "logits" if ctx.task == "classification" else "features"
+    for field, size in documented:
+        if size != output.shape[1]:
+            yield error(
+                f"__call__ returns {output.shape[1]} {noun} but "
+                f"{export.PROVENANCE_FILE} documents {size} ({field})",
+                "export the model again, so that its provenance describes it",
+            )
+
+
+def _documented_sizes(provenance):
+    """(field, N) for each size of the output that hubexport's provenance states."""
+    sizes = []
+    for field, key in (("output", "size"), ("labels", "count")):
+        value = provenance.get(field)
+        size = value.get(key) if isinstance(value, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool):
+            sizes.append((f"{field}.{key}", size))
+    return sizes
+
+
+@check("C4")
 def output_finite(ctx):
     """NaN or inf at the ends of [0, 1] means broken preprocessing or weights."""
     images = ctx.images()
@@ -834,26 +927,30 @@ def feature_size_constant(ctx):
     first = ctx.call_hw()
     if ctx.task != "feature_vector":
         raise Skip(f"only for feature vectors; the task is {ctx.task or 'unknown'}")
-    if not ctx.has_free_hw():
-        raise Skip("height and width are fixed, so there is one size only")
-    sizes = {}
-    for height, width in (first, ctx.second_hw()):
-        try:
-            sizes[f"{height}x{width}"] = ctx.infer(ctx.images(1, (height, width))).shape[-1]
-        except Exception as e:
-            yield error(
-                f"height and width are free, but __call__ fails at {height}x{width}: "
-                f"{type(e).__name__}: {summarize(e)}",
-                "export at one fixed size if the architecture does not accept every "
-                "size (as NASNet does not)",
-            )
-            return
-    (first_size, first_count), (second_size, second_count) = sizes.items()
+    first_count, second_count = _counts_at_both_sizes(ctx)
+    second = ctx.second_hw()
     if first_count != second_count:
         yield error(
-            f"{first_count} features at {first_size} but {second_count} at {second_size}",
+            f"{first_count} features at {first[0]}x{first[1]} but {second_count} at "
+            f"{second[0]}x{second[1]}",
             "pool the last feature map globally, or export at one fixed size",
         )
+
+
+def _counts_at_both_sizes(ctx):
+    """(N at call_hw(), N at second_hw()); Skip unless free_size could call both."""
+    if not ctx.has_free_hw():
+        raise Skip("height and width are fixed, so there is one size only")
+    first = ctx.reference_output()
+    try:
+        second = ctx.second_size_output()
+    except Exception:
+        raise Skip("__call__ fails at the second size (see free_size)") from None
+    if first.ndim != 2:
+        raise Skip("__call__ does not return [batch, N] (see output_tensor)")
+    if second.ndim != 2:
+        raise Skip("__call__ does not return [batch, N] at the second size (see free_size)")
+    return first.shape[1], second.shape[1]
 
 
 @check("C4")
@@ -942,8 +1039,7 @@ def _top_k_activation(ctx, logits, confidences, labels, names):
     """(the activation top_k applies, or None and what is wrong)."""
     if np.any(np.diff(confidences, axis=1) > 1e-6):
         return None, "confidences are not sorted, most confident first"
-    documented = ctx.provenance.get("multi_label")
-    candidates = {True: ["sigmoid"], False: ["softmax"]}.get(documented, ["softmax", "sigmoid"])
+    candidates = _documented_activations(ctx.provenance)
     for activation in candidates:
         mismatch = serving.top_k_mismatch(logits, labels, activation, confidences, names)
         if mismatch is None:
@@ -953,6 +1049,17 @@ def _top_k_activation(ctx, logits, confidences, labels, names):
     return None, (
         f"confidences are not the {' or '.join(candidates)} of the logits of __call__"
     )
+
+
+def _documented_activations(provenance):
+    """The activation the provenance documents (output.activation, else multi_label),
+    or both when it documents none."""
+    output = provenance.get("output")
+    activation = output.get("activation") if isinstance(output, dict) else None
+    if activation in serving.ACTIVATIONS:
+        return [activation]
+    multi_label = provenance.get("multi_label")
+    return {True: ["sigmoid"], False: ["softmax"]}.get(multi_label, ["softmax", "sigmoid"])
 
 
 @check("C5")
@@ -986,6 +1093,156 @@ def _traced_as_tensor(trace, name, training):
     return isinstance(trace.get(name), tf.TensorSpec) and training in _training_values(
         [trace]
     )
+
+
+@check("C5")
+def hyperparameter_effects(ctx):
+    """A hyperparameter that changes nothing misleads whoever tunes it.
+
+    batch_norm_momentum must do what batch norm's momentum does; any other
+    must change the output or a variable, with training=False or True.
+    """
+    names, defaults = ctx.call_arguments()
+    traces = ctx.traced_arguments()
+    hparams = [n for n in names[1:] if n != "training" and n in defaults]
+    if hparams:
+        ctx.reference_output()  # Skip if inference fails (see output_tensor).
+    for name in hparams:
+        specs = {training: _traced_spec(traces, name, training) for training in (False, True)}
+        if name == MOMENTUM and specs[True] is not None and _moving_means(ctx):
+            yield from _momentum_findings(ctx, specs[True])
+        elif any(specs.values()):  # Else hyperparameters reports it.
+            yield from _effect_findings(ctx, name, defaults[name], specs)
+
+
+def _traced_spec(traces, name, training):
+    """The TensorSpec `name` is traced as with `training`, or None."""
+    specs = [t[name] for t in traces if _traced_as_tensor(t, name, training)]
+    return specs[0] if specs else None
+
+
+def _moving_means(ctx):
+    """(variable, value as loaded) for every batch-norm moving mean, by name."""
+    return [(v, value) for v, value in ctx.loaded_values() if "moving_mean" in v.name]
+
+
+def _momentum_findings(ctx, spec):
+    """With momentum m, a training call moves each moving mean by 1 - m of its
+    distance to the batch mean: at m = 0.5 half as far as at m = 0.
+
+    A move that differs is only counted if a second call at m = 0 repeats it:
+    dropout that draws new masks on every call (tf_keras' stateful RNG) changes
+    the batch means behind it.
+    """
+    low, high = MOMENTUM_PROBES
+    means = _moving_means(ctx)
+    full, part = (_mean_moves(ctx, means, spec, m) for m in MOMENTUM_PROBES)
+    hint = (f"set the momentum of every batch norm layer to {MOMENTUM} while tracing "
+            "(as hubexport.reusable does), or remove the keyword")
+    if not any(np.any(move) for move in full):
+        yield error(f"obj(images, training=True, {MOMENTUM}={low}) moves none of the "
+                    f"{len(means)} batch-norm moving means", hint)
+        return
+    factor = (1 - high) / (1 - low)
+    wrong = _disproportionate(ctx, means, spec, full, part, factor)
+    if wrong:
+        ratio = _fitted_ratio([part[i] for i in wrong], [full[i] for i in wrong])
+        names = _names([means[i][0] for i in wrong])
+        yield error(
+            f"with training=True, {MOMENTUM}={high} moved "
+            f"{_count(len(wrong), 'batch-norm moving mean')} ({names}) {ratio:.2f} times "
+            f"as far as {MOMENTUM}={low}; expected {factor:.2f}, as a moving mean moves "
+            "by 1 - momentum of its distance to the batch mean", hint)
+
+
+def _disproportionate(ctx, means, spec, full, part, factor):
+    """Indices of the means whose `part` move is not `factor` times the `full` one,
+    and whose full move a second call repeats (so the batch mean was the same)."""
+    wrong = [i for i, (a, b) in enumerate(zip(part, full))
+             if not export.relative_difference(a, factor * b) <= MOMENTUM_TOLERANCE]
+    if not wrong:
+        return []
+    again = _mean_moves(ctx, means, spec, MOMENTUM_PROBES[0])
+    return [i for i in wrong
+            if export.relative_difference(again[i], full[i]) <= MOMENTUM_TOLERANCE]
+
+
+def _mean_moves(ctx, means, spec, momentum):
+    """How far obj(images, training=True, batch_norm_momentum=momentum) moves each mean."""
+    with ctx.restoring_variables():
+        ctx.call(ctx.images(), training=True, **{MOMENTUM: tf.constant(momentum, spec.dtype)})
+        return [v.numpy() - value for v, value in means]
+
+
+def _fitted_ratio(moves, reference):
+    """The least-squares factor f of moves ~ f * reference."""
+    a = np.concatenate([np.ravel(m) for m in moves])
+    b = np.concatenate([np.ravel(r) for r in reference])
+    return float(np.dot(a, b) / np.dot(b, b)) if np.dot(b, b) else float("inf")
+
+
+def _effect_findings(ctx, name, default, specs):
+    """Another value of `name` must change the output or a variable."""
+    value = _other_value(default)
+    if value is None:
+        yield info(f"{name}={default!r} not tried with another value")
+        return
+    try:
+        changed = _changes_something(ctx, name, default, value, specs)
+    except Exception as e:
+        yield warning(f"obj(images, {name}={value!r}) fails: {type(e).__name__}: "
+                      f"{summarize(e)}", f"document which values {name} takes")
+        return
+    if not changed:
+        yield error(
+            f"{name}={value!r} instead of {default!r} changes neither the output nor "
+            "any variable, with training=False or True",
+            f"pass {name} to the layers it is meant for, or remove the keyword")
+
+
+def _other_value(default):
+    """A second value to try for a hyperparameter whose default is `default`."""
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 1
+    if isinstance(default, float):
+        return default / 2 if default else 0.5
+    return None
+
+
+def _changes_something(ctx, name, default, value, specs):
+    """Whether name=value changes inference's output, else a training call's effects."""
+    if specs[False] is not None:
+        output = ctx.call(ctx.images(), **{name: tf.constant(value, specs[False].dtype)})
+        difference = export.relative_difference(output.numpy(), ctx.reference_output())
+        if not difference <= DETERMINISM_TOLERANCE:
+            return True
+    spec = specs[True]
+    if spec is None:
+        return False
+    effects = [_training_effects(ctx, name, tf.constant(v, spec.dtype))
+               for v in (default, value)]
+    return not _same_effects(*effects)
+
+
+def _training_effects(ctx, name, value):
+    """(output, values of the variables it changed) of obj(images, training=True)."""
+    with ctx.restoring_variables():
+        output = ctx.call(ctx.images(), training=True, **{name: value}).numpy()
+        changed = {i: v.numpy() for i, (v, loaded) in enumerate(ctx.loaded_values())
+                   if not np.array_equal(v.numpy(), loaded)}
+    return output, changed
+
+
+def _same_effects(one, other):
+    """Whether two (output, changed variables) agree, within DETERMINISM_TOLERANCE."""
+    (output, state), (other_output, other_state) = one, other
+    pairs = [(output, other_output)] + [(state[i], other_state[i]) for i in state
+                                         if i in other_state]
+    return state.keys() == other_state.keys() and all(
+        a.shape == b.shape and export.relative_difference(a, b) <= DETERMINISM_TOLERANCE
+        for a, b in pairs)
 
 
 @check("R3")
@@ -1028,15 +1285,15 @@ def _import_hub():
             import tensorflow_hub as hub
             import tf_keras
     except Exception as e:
-        raise Skip(
+        raise Unavailable(
             f"tensorflow_hub cannot be imported: {type(e).__name__}: {summarize(e)} "
             "(tensorflow_hub 0.16 needs tf_keras and setuptools<82)"
         ) from None
     return hub, tf_keras
 
 
-def _compile(keras_module, model):
-    """SGD with a high learning rate, so that one step moves every weight.
+def _compile(keras_module, model, optimizer=None):
+    """SGD with a high learning rate (or `optimizer`), so one step moves every weight.
 
     The fit steps run eagerly (the restored functions still run as graphs).
     Eagerly, TF builds the gradient of a restored function once per loaded
@@ -1047,7 +1304,7 @@ def _compile(keras_module, model):
     out of 24 GiB.
     """
     model.compile(
-        optimizer=keras_module.optimizers.SGD(FINE_TUNING_LEARNING_RATE),
+        optimizer=optimizer or keras_module.optimizers.SGD(FINE_TUNING_LEARNING_RATE),
         loss="mse",
         run_eagerly=True,
     )
@@ -1168,7 +1425,17 @@ def hub_frozen(ctx):
 
 @check("K2")
 def tfsm_layer(ctx):
-    """Keras 3 users load the model with TFSMLayer, then predict and fine-tune."""
+    """Keras 3 users load the model with TFSMLayer, then predict and fine-tune.
+
+    TFSMLayer is fitted with plain SGD: it names its Keras variables after
+    the restored tf.Variables, whose names always end in ":0", and in a
+    default (graph-mode) fit Keras 3 optimizers with slot variables (Adam,
+    AdamW, RMSprop, SGD with momentum) fail to name their slots
+    ("'conv_kernel:0_momentum' is not a valid scope name"), whatever the
+    SavedModel. This eager fit would not fail, so it would prove nothing
+    about Adam; the stateful optimizer's step runs through
+    hubexport.keras.ReusableLayer, the layer that works in any fit.
+    """
     obj = ctx.model()
     missing = [f"obj.{name}" for name in ("serve", "serve_training")
                if _restored_function(obj, name) is None]
@@ -1186,6 +1453,7 @@ def tfsm_layer(ctx):
     images = ctx.gradient_images(hw=ctx.hw_for(spec, "obj.serve", "tfsm_layer"))
     with ctx.restoring_variables():
         yield from _tfsm_fine_tuning(ctx, images)
+    yield from _reusable_layer(ctx)
 
 
 def _tfsm_layer(ctx):
@@ -1238,6 +1506,119 @@ def _tfsm_fine_tuning(ctx, images):
         )
 
 
+def _endpoint_hw(ctx, name):
+    """The (height, width) to call obj.<name> (one images tensor) with."""
+    spec = getattr(ctx.model(), name).concrete_functions[0].structured_input_signature[0][0]
+    return ctx.hw_for(spec, f"obj.{name}", "tfsm_layer")
+
+
+@check("K2")
+def serve_endpoint(ctx):
+    """TFSMLayer predicts with obj.serve: it must be obj(images, training=False)."""
+    serve = _restored_function(ctx.model(), "serve")
+    if serve is None:
+        raise Skip("obj.serve is missing (see tfsm_layer)")
+    if not ctx.determinism_difference() <= DETERMINISM_TOLERANCE:
+        raise Skip("identical calls of __call__ already differ (see deterministic)")
+    expected = ctx.reference_output()
+    images = ctx.images(hw=_endpoint_hw(ctx, "serve"))
+    if images.shape != ctx.images().shape:
+        expected = ctx.infer(images)
+    actual = np.asarray(serve(tf.constant(images)))
+    hint = "make serve call __call__(images, training=False)"
+    if actual.shape != expected.shape:
+        yield error(f"obj.serve(images) has shape {actual.shape}; obj(images) has "
+                    f"{expected.shape}", hint)
+        return
+    difference = export.relative_difference(actual, expected)
+    if not difference <= ENDPOINT_TOLERANCE:
+        yield error(
+            f"obj.serve(images) differs from obj(images, training=False) by "
+            f"{difference:.2e} (relative), more than {ENDPOINT_TOLERANCE:.0e}", hint)
+
+
+@check("K2")
+def serve_training_mode(ctx):
+    """TFSMLayer fine-tunes with obj.serve_training: it must run training mode (C2).
+
+    Observed through the batch-norm statistics it uses (variables named
+    "moving"): a training call updates them, an inference call never does.
+    Its outputs would also differ from serve's, but so they do for dropout
+    or noise, and by how much needs a tolerance; an update needs none. A
+    model without batch norm shows no difference to observe. The call runs
+    under a tape, as TFSMLayer's fit runs it, so tfsm_layer reuses what
+    TensorFlow prepares here.
+    """
+    serve_training = _restored_function(ctx.model(), "serve_training")
+    if serve_training is None:
+        raise Skip("obj.serve_training is missing (see tfsm_layer)")
+    statistics = unique_by_identity([
+        v for concrete in serve_training.concrete_functions for v in concrete.variables
+        if "moving" in v.name])
+    if not statistics:
+        yield info("no batch-norm statistics (variables named 'moving'): training "
+                   "mode is not observable")
+        return
+    images = ctx.gradient_images(hw=_endpoint_hw(ctx, "serve_training"))
+    with ctx.restoring_variables():
+        before = _snapshot(statistics)
+        with tf.GradientTape():
+            serve_training(tf.constant(images))
+        moved = _moved(statistics, before)
+    if not moved:
+        yield error(
+            f"obj.serve_training(images) updated none of the {len(statistics)} "
+            "batch-norm statistics it uses, so it runs inference mode",
+            "make serve_training call __call__(images, training=True)")
+
+
+def _reusable_layer(ctx):
+    """hubexport.keras.ReusableLayer fine-tunes in Keras 3 with Adam.
+
+    What a broken training call or loss breaks is another check's error;
+    here it is an info line. So are the batch-norm statistics: that
+    __call__(training=True) updates them in a fit is hub_fine_tuning's
+    error, that serve_training does, serve_training_mode's.
+    """
+    obj = ctx.model()
+    try:
+        ctx.require_training_call()
+        if any(_loss_problem(loss) for loss in getattr(obj, "regularization_losses", [])):
+            raise Skip("the regularization losses are broken (see regularization_losses)")
+    except Skip as skip:
+        yield info(f"ReusableLayer with Adam not tried: {skip}")
+        return
+    with ctx.restoring_variables():
+        yield from _reusable_fine_tuning(ctx, ctx.gradient_images())
+
+
+def _reusable_fine_tuning(ctx, images):
+    import keras
+
+    from hubexport.keras import ReusableLayer
+
+    layer = ReusableLayer(ctx.model(), trainable=True)
+    inputs = keras.Input(images.shape[1:])
+    model = keras.Model(inputs, keras.layers.Dense(2)(layer(inputs)))
+    _compile(keras, model, keras.optimizers.Adam(FINE_TUNING_LEARNING_RATE))
+    trainable, frozen = list(layer.trainable_weights), list(layer.non_trainable_weights)
+    before = _snapshot(trainable + frozen)
+    _fit_one_batch(model, images)
+    moved = {id(v) for v in _moved(trainable + frozen, before)}
+    if trainable and not any(id(v) in moved for v in trainable):
+        yield error(
+            f"one Adam fit step through ReusableLayer moved none of the "
+            f"{len(trainable)} trainable weights of the backbone",
+            "list the trainable variables in obj.trainable_variables, and let "
+            "gradients reach them with training=True")
+        return
+    yield info(
+        f"one {type(model.optimizer).__name__} fit step moved "
+        f"{sum(id(v) in moved for v in trainable)} of "
+        f"{len(trainable)} trainable and {sum(id(v) in moved for v in frozen)} of "
+        f"{len(frozen)} non-trainable backbone weights")
+
+
 @check("K3")
 def serving_signature(ctx):
     """TF Serving and saved_model_cli know a model by its serving_default signature."""
@@ -1284,12 +1665,57 @@ def _serving_output_problems(signature, task):
 
 
 def _serve_once(ctx, signature):
-    spec = signature.structured_input_signature[1]["images"]
-    images = ctx.images(hw=ctx.hw_for(spec, "serving_default", "serving_signature"))
-    outputs = signature(images=tf.constant(images))
-    (key, value), = outputs.items()
-    if value.shape.rank < 1 or value.shape[0] != len(images):
+    _, key, value = ctx.serving_default_output(signature)
+    if value.ndim < 1 or value.shape[0] != BATCH:
         yield error(
-            f"serving_default returns {key} of shape {value.shape} for a batch of "
-            f"{len(images)}"
+            f"serving_default returns {key} of shape {list(value.shape)} for a batch of "
+            f"{BATCH}",
+            "return one output per image, [batch, N]",
         )
+
+
+@check("K3")
+def serving_output(ctx):
+    """TF Serving must answer as the model does: as __call__(images, training=False)."""
+    signature = getattr(ctx.model(), "signatures", {}).get("serving_default")
+    if signature is None or list(_serving_input_problems(signature)) or (
+            _serving_output_problems(signature, ctx.task)):
+        raise Skip("serving_default does not take images and return one output "
+                   "(see serving_signature)")
+    try:
+        hw, key, output = ctx.serving_default_output(signature)
+    except Exception:
+        raise Skip("serving_default fails (see serving_signature)") from None
+    if not ctx.determinism_difference() <= DETERMINISM_TOLERANCE:
+        raise Skip("identical calls of __call__ already differ (see deterministic)")
+    try:
+        reference = (ctx.reference_output() if hw == ctx.call_hw()
+                     else ctx.infer(ctx.images(hw=hw)))
+    except Exception as e:
+        yield error(f"serving_default takes {hw[0]}x{hw[1]} images, but __call__ fails on "
+                    f"them: {type(e).__name__}: {summarize(e)}",
+                    "trace serving_default and __call__ for the same image size")
+        return
+    if reference.ndim != 2:
+        raise Skip("__call__ does not return [batch, N] (see output_tensor)")
+    for problem in serving_output_problems(output, reference):
+        yield error(f"serving_default's {key} {problem}",
+                    f"return {{{key!r}: obj(images, training=False)}} from serving_default")
+
+
+def serving_output_problems(output, reference):
+    """What keeps serving_default's `output` from being __call__'s `reference` output
+    ([batch, N]) on the same images: float32, rank 2, the same shape and values."""
+    if output.dtype != np.float32:
+        return [f"is {output.dtype}; expected float32"]
+    if output.ndim != 2:
+        return [f"has shape {list(output.shape)} (rank {output.ndim}); expected rank 2, "
+                "[batch, N]"]
+    if output.shape != reference.shape:
+        return [f"has shape {list(output.shape)}; expected {list(reference.shape)}, "
+                "as __call__ returns"]
+    difference = export.relative_difference(output, reference)
+    if not difference <= SERVING_TOLERANCE:
+        return [f"differs from obj(images, training=False) on the same images by "
+                f"{difference:.2e} (relative), more than {SERVING_TOLERANCE:.0e}"]
+    return []

@@ -3,6 +3,8 @@
 Usage:
   hubexport export --architecture=MobileNetV2 --task=feature_vector
       --image_size=224 --weights=none --output=DIR [--overwrite]
+      (--overwrite replaces only an export of hubexport's; --overwrite_any_saved_model
+      any SavedModel directory; never a folder of other files or of the inputs)
   hubexport export --keras_model=FILE.keras|FILE.h5 --preprocessing=MODE
       --task=classification [--labels=FILE [--top_k=5]] [--multi_label]
       [--custom_objects=MODULE] --output=DIR
@@ -22,6 +24,7 @@ Usage:
   hubexport check PATH [PATH ...] [--task=auto|feature_vector|classification]
       [--json_report=FILE] [--junit_xml=FILE] [--strict] [--allow_unsafe_ops]
       [--skip_checks=NAME,...] [--jobs=N] [--shard=I/N]
+      [--timeout_s=S] [--memory_gb=G]   (per model; it is stopped past either)
       (a PATH holding SavedModels in its subdirectories checks each of them)
       (exit 0: every model conforms; 1: a model has an error; 2: bad usage)
 
@@ -29,8 +32,10 @@ Usage:
 none, or a file written by model.save_weights.
 """
 
+import ast
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -38,8 +43,10 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+import hubexport
 from hubexport import architectures
 from hubexport import config as config_lib
+from hubexport import isolation
 from hubexport.errors import UserError, summarize
 
 COMMANDS = ("export", "export_all", "check", "package")
@@ -88,7 +95,15 @@ _WEIGHTS = flags.DEFINE_string(
 _OUTPUT = flags.DEFINE_string(
     "output", None, "export: the SavedModel directory; package: the .tar.gz to write.")
 _OVERWRITE = flags.DEFINE_boolean(
-    "overwrite", False, "Replace an existing output directory.")
+    "overwrite", False,
+    "export, export_all: replace an existing output that hubexport wrote (a SavedModel "
+    "with its assets.extra/hubexport.json) or an empty directory; package: an archive "
+    "that hubexport package wrote. Anything else is refused, and left as it is.")
+_OVERWRITE_ANY_SAVED_MODEL = flags.DEFINE_boolean(
+    "overwrite_any_saved_model", False,
+    "export, export_all: also replace a SavedModel directory (saved_model.pb and "
+    "variables/) that hubexport did not write; package: any .tar.gz holding a "
+    "saved_model.pb. Never a directory of other files.")
 _CONFIG = flags.DEFINE_string(
     "config", None, "export: a TOML config; flags beside it override it.")
 _CONFIG_DIR = flags.DEFINE_string(
@@ -110,7 +125,10 @@ _SHARD = flags.DEFINE_string(
 _MEMORY_GB = flags.DEFINE_float(
     "memory_gb", None,
     "export_all, check: memory the running models may use together "
-    "(default: what is free at the start, less 0.5 GB).", lower_bound=0)
+    "(default: what is free at the start, less 0.5 GB). check with --jobs=1 also "
+    "stops a model whose resident memory passes it, with an error (default there: "
+    f"{isolation.MEMORY_SHARE:.0%} of this machine's RAM, so it stops before the "
+    "kernel's out-of-memory killer would).", lower_bound=0)
 _CHECK_EXPORTS = flags.DEFINE_boolean(
     "check_exports", True, "export_all: run hubexport check on each export.")
 _SKIP_CHECKS = flags.DEFINE_list(
@@ -129,23 +147,31 @@ _ALLOW_UNSAFE_OPS = flags.DEFINE_boolean(
     "allow_unsafe_ops", False,
     "check: run models whose graphs touch files, processes or the network "
     "(reported as a warning instead of an error).")
+_TIMEOUT_S = flags.DEFINE_float(
+    "timeout_s", isolation.DEFAULT_TIMEOUT_S,
+    "check with --jobs=1: seconds one model's checks may take (each model runs in a "
+    "child process, stopped past it with an error; the checks that ended keep their "
+    "findings). The default fits the catalog's largest models at full size with more "
+    "than 3x to spare: their longest check took about 200 s (ResNetRS420 at 320, "
+    "EfficientNetB7 at 600), up to 530 s on a slow, busy machine.", lower_bound=1)
 
 # The settings of an export: a config's keys, each also a flag.
 _EXPORT_SETTINGS = tuple(config_lib.KEYS)
 _FLAGS = (_ARCHITECTURE, _KERAS_MODEL, _PREPROCESSING, _CUSTOM_OBJECTS, _LABELS,
           _TOP_K, _MULTI_LABEL, _FEATURE_LAYER, _POOLING, _JIT_COMPILE, _TASK, _IMAGE_SIZE,
-          _WEIGHTS, _OUTPUT, _OVERWRITE, _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _MIN_SIZE, _JOBS,
+          _WEIGHTS, _OUTPUT, _OVERWRITE, _OVERWRITE_ANY_SAVED_MODEL, _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _MIN_SIZE, _JOBS,
           _SHARD, _MEMORY_GB, _CHECK_EXPORTS, _SKIP_CHECKS, _JSON_REPORT, _JUNIT_XML,
-          _STRICT, _ALLOW_UNSAFE_OPS)
+          _STRICT, _ALLOW_UNSAFE_OPS, _TIMEOUT_S)
 _MANY = {"jobs", "shard", "memory_gb"}
 _ONLY_FOR = {
-    "export": {"output", "config", "overwrite", *_EXPORT_SETTINGS},
+    "export": {"output", "config", "overwrite", "overwrite_any_saved_model", *_EXPORT_SETTINGS},
     "export_all": {"config_dir", "output_dir", "image_size", "weights", "overwrite",
+                   "overwrite_any_saved_model",
                    "min_size", "task", "check_exports", "skip_checks", "json_report",
                    *_MANY},
     "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops",
-              "skip_checks", *_MANY},
-    "package": {"output", "overwrite"},
+              "skip_checks", "timeout_s", *_MANY},
+    "package": {"output", "overwrite", "overwrite_any_saved_model"},
 }
 
 
@@ -172,7 +198,12 @@ def _export():
     from hubexport import export
 
     plan = export.plan(**settings)
-    result = export.export(plan, _OUTPUT.value, overwrite=_OVERWRITE.value, log=_say)
+    replace = dict(overwrite=_OVERWRITE.value,
+                   overwrite_any_saved_model=_OVERWRITE_ANY_SAVED_MODEL.value,
+                   inputs=(_CONFIG.value, settings.get("labels")))
+    output = export.check_destination(plan, _OUTPUT.value, **replace)  # Before TF loads.
+    quiet_tensorflow()
+    result = export.export(plan, output, log=_say, **replace)
     print(result.path)
     return 0
 
@@ -189,12 +220,15 @@ def _export_all():
         for name in ("image_size", "weights")
         if flags.FLAGS[name].present
     }
-    from hubexport import catalog
+    from hubexport import catalog, checker
 
+    checker.validate("auto", json_report=_JSON_REPORT.value)  # Writable, before any work.
+    quiet_tensorflow()
     return catalog.export_all(
         _CONFIG_DIR.value, _OUTPUT_DIR.value, overrides, min_size=_MIN_SIZE.value,
-        overwrite=_OVERWRITE.value, check=_CHECK_EXPORTS.value, task=_TASK.value,
-        skip_checks=_SKIP_CHECKS.value, json_report=_JSON_REPORT.value, log=_say, **_many())
+        overwrite=_OVERWRITE.value, overwrite_any_saved_model=_OVERWRITE_ANY_SAVED_MODEL.value,
+        check=_CHECK_EXPORTS.value, task=_TASK.value, skip_checks=_SKIP_CHECKS.value,
+        json_report=_JSON_REPORT.value, log=_say, **_many())
 
 
 def _many():
@@ -204,13 +238,32 @@ def _many():
 
 
 def _check(paths):
-    from hubexport import catalog
+    from hubexport import catalog, checker
 
+    # Paths and report files are refused before TensorFlow is imported (check
+    # names need it: hubexport.checks defines them).
+    if _SKIP_CHECKS.value:
+        quiet_tensorflow()
+    checker.validate(_TASK.value or "auto", _JSON_REPORT.value, _JUNIT_XML.value,
+                     _SKIP_CHECKS.value, paths=paths)
+    quiet_tensorflow()
     return catalog.check_all(
         paths, task=_TASK.value or "auto", json_report=_JSON_REPORT.value,
         junit_xml=_JUNIT_XML.value, strict=_STRICT.value,
         allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value, skip_checks=_SKIP_CHECKS.value, log=_say,
-        **_many())
+        limits=_limits(), **_many())
+
+
+def _limits():
+    """check's limits per model: --timeout_s, and --memory_gb or most of the RAM."""
+    if _TIMEOUT_S.present and _JOBS.value > 1:
+        raise UserError(
+            f"--timeout_s applies to check with --jobs=1 (each model in a child process "
+            f"of its own); the --jobs={_JOBS.value} workers have no time limit: drop one "
+            "of the two flags")
+    memory = _many()["memory_budget"]
+    return isolation.Limits(
+        _TIMEOUT_S.value, isolation.default_memory_bytes() if memory is None else memory)
 
 
 def _package(paths):
@@ -220,14 +273,16 @@ def _package(paths):
             "(e.g. hubexport package models/mobilenet_v2)")
     from hubexport import package
 
-    print(package.package(paths[0], _OUTPUT.value, overwrite=_OVERWRITE.value))
+    print(package.package(paths[0], _OUTPUT.value, overwrite=_OVERWRITE.value,
+                          overwrite_any_saved_model=_OVERWRITE_ANY_SAVED_MODEL.value))
     return 0
 
 
 def _check_flag_scope(command):
     for name in set().union(*_ONLY_FOR.values()) - _ONLY_FOR[command]:
         if flags.FLAGS[name].present:
-            raise UserError(f"--{name} is not a flag of {command}; see hubexport --help")
+            raise UserError(
+                f"--{name} is not a flag of {command}; see hubexport {command} --help")
 
 
 def main(argv):
@@ -237,7 +292,6 @@ def main(argv):
                "(e.g. hubexport export --help)")
         return 2
     command = argv[1]
-    quiet_tensorflow()
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.ERROR)
     if len(argv) > 2 and command not in ("check", "package"):
@@ -254,11 +308,36 @@ def main(argv):
         _error(str(e))
         return 2
     except KeyboardInterrupt:
-        _error("interrupted; no partial output was left behind")
-        return 130
+        return _interrupted()
     except Exception as e:  # A bug or an environment problem: still one line.
+        if is_interrupt(e):
+            return _interrupted()
         _error(f"{command} failed: {type(e).__name__}: {summarize(e)}")
         return 1
+
+
+def _interrupted():
+    _error("interrupted; no partial output was left behind")
+    return 130
+
+
+def is_interrupt(error):
+    """Whether `error` is a Ctrl-C (or SIGTERM) that a library wrapped on its way up.
+
+    A KeyboardInterrupt raised inside a Python callback of TensorFlow's C++
+    code comes back as `RuntimeError: pybind11::error_already_set: MISMATCH of
+    original and normalized active exception types: ORIGINAL KeyboardInterrupt
+    REPLACED BY KeyboardInterrupt`, or with the interrupt as its cause.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _error(message):
@@ -308,23 +387,88 @@ def _help_shows_our_flags():
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
 
 
-_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort")  # Ours; absl's --helpfull lists all.
+
+
+def help_text(args):
+    """What --help prints: a command's usage and flags, or (no command) the overview."""
+    words = [arg for arg in args if not arg.startswith("-")]
+    command = words[0] if words and words[0] in COMMANDS else None
+    if command is None:
+        return (f"{__doc__}\nhubexport COMMAND --help lists the flags of one command "
+                "(--helpfull: every flag, absl's too); hubexport --version its version.")
+    lines = ["Usage:", *_usage_of(command), "", f"flags of {command}:"]
+    lines += [_flag_help(flags.FLAGS[name]) for name in sorted(_ONLY_FOR[command])]
+    return "\n".join(lines)
+
+
+def _usage_of(command):
+    """The lines of this module's Usage (its docstring) that show `command`."""
+    shown, keep = [], False
+    for line in __doc__.splitlines():
+        if line.startswith("  hubexport "):
+            keep = line.startswith(f"  hubexport {command} ")
+        elif not line.startswith("      "):
+            keep = False
+        shown += [line] if keep else []
+    return shown
+
+
+def _flag_help(flag):
+    """One flag as absl's --help shows it, plus the names it takes (_CHOICES)."""
+    name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+    text = flag.help + (f" Allowed: {_CHOICES[flag.name]()}." if flag.name in _CHOICES else "")
+    notes = [f"(default: {flag.default_as_str})"] if flag.default_as_str else []
+    notes += [f"({flag.parser.syntactic_help})"] if flag.parser.syntactic_help else []
+    return "\n".join([flags.text_wrap(f"{name}: {text}", indent="    ", firstline_indent="  "),
+                      *(flags.text_wrap(note, indent="    ") for note in notes)])
+
+
+def compact_names(names):
+    """Names that differ only in a final number, as one: ResNet{50,101,152}."""
+    families = {}
+    for name in names:
+        stem, number = re.fullmatch(r"(.*?)(\d*)", name).groups()
+        families.setdefault(stem if number else name, []).append(number)
+    return ", ".join(stem + (f"{{{','.join(numbers)}}}" if len(numbers) > 1 else numbers[0])
+                     for stem, numbers in families.items())
+
+
+def check_names():
+    """The names of hubexport.checks.CHECKS in their order, read from its source:
+    importing it imports TensorFlow, seconds too many for --help (a test pins
+    the two equal)."""
+    with open(os.path.join(os.path.dirname(__file__), "checks.py")) as f:
+        tree = ast.parse(f.read())
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+            and any(getattr(getattr(d, "func", None), "id", None) == "check"
+                    for d in node.decorator_list)]
+
+
+# The flags whose help lists the names they take, computed only for --help.
+_CHOICES = {
+    "architecture": lambda: compact_names(architectures.ARCHITECTURES),
+    "skip_checks": lambda: ", ".join(check_names()),
+}
 
 
 def run():
     """The console script `hubexport`."""
-    _help_shows_our_flags()
     _interrupt_on_sigterm()
-    asked_for_help = any(arg in _HELP_FLAGS for arg in sys.argv[1:])
-    sys.argv[1:] = ["--help" if arg == "-h" else arg for arg in sys.argv[1:]]
+    if "--version" in sys.argv[1:]:
+        print(f"hubexport {hubexport.__version__}")
+        sys.exit(0)
+    if any(arg in _HELP_FLAGS for arg in sys.argv[1:]):
+        print(help_text(sys.argv[1:]))
+        sys.exit(0)
+    _help_shows_our_flags()
     try:
         app.run(main, flags_parser=_parse_flags)
     except SystemExit as e:
-        # absl ends --help with exit status 1; a shell script expects 0.
-        if asked_for_help and e.code == 1:
+        # absl ends --helpfull with exit status 1; a shell script expects 0.
+        if "--helpfull" in sys.argv[1:] and e.code == 1:
             sys.exit(0)
         raise
-
 
 if __name__ == "__main__":
     run()

@@ -399,18 +399,28 @@ def _usage(p):
         "])",
         "```",
         "",
-        "In a Keras 3 model (`hub.KerasLayer` cannot go there; `TFSMLayer` can):",
+        "In a Keras 3 model (`hub.KerasLayer` cannot go there), with hubexport's "
+        "layer, which fine-tunes with any Keras optimizer:",
         "",
         "```python",
         "import keras",
+        "from hubexport.keras import ReusableLayer",
         "",
-        "backbone = keras.layers.TFSMLayer(",
-        "    PATH, call_endpoint=\"serve\", call_training_endpoint=\"serve_training\",",
-        "    trainable=False)  # True to fine-tune",
+        "backbone = ReusableLayer(PATH, trainable=False)  # True to fine-tune",
         f"inputs = keras.Input(({height}, {width}, 3))",
         f"model = keras.Model(inputs, {keras3_out})",
         f"model.compile(keras.optimizers.Adam(1e-4), keras.losses.{loss}(from_logits=True))",
         "```",
+        "",
+        "`keras.layers.TFSMLayer(PATH, call_endpoint=\"serve\", "
+        "call_training_endpoint=\"serve_training\")` loads it too, without "
+        "hubexport, and predicts; but in a default `fit` it trains only with "
+        "optimizers that keep no slot variables (plain SGD): with Adam, RMSprop "
+        "or SGD with momentum, Keras fails with \"... is not a valid scope name\" "
+        "(Keras names the slots after the restored variables, whose names end "
+        "in `:0`), unless the optimizer is built first: "
+        "`model.optimizer.build(model.trainable_variables)`. It adds no "
+        "regularization losses and takes no hyperparameters.",
     ])
 
 
@@ -419,9 +429,9 @@ def _fine_tuning(p):
         "## Fine-tuning",
         "",
         "The model is fine-tunable: `hub.KerasLayer(PATH, trainable=True)` in "
-        "tf_keras, or `keras.layers.TFSMLayer(PATH, call_endpoint=\"serve\", "
-        "call_training_endpoint=\"serve_training\", trainable=True)` in Keras 3, "
-        "trains its weights with the rest of the model.",
+        "tf_keras, or `hubexport.keras.ReusableLayer(PATH, trainable=True)` in "
+        "Keras 3, trains its weights with the rest of the model (and adds the "
+        "model's regularization losses to the loss).",
         "",
         "- Use a low learning rate (e.g. 1e-5 to 1e-4 with Adam, or first train "
         "the new layers with the model frozen): large updates destroy what the "
@@ -440,6 +450,8 @@ def _fine_tuning(p):
             "  ```python",
             "  hub.KerasLayer(PATH, trainable=True,",
             "                 arguments=dict(batch_norm_momentum=0.997))",
+            "  ReusableLayer(PATH, trainable=True,",
+            "                arguments=dict(batch_norm_momentum=0.997))  # Keras 3",
             "  ```",
         ]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+import zipfile
 
 from hubexport import preprocessing as preprocessing_lib
 from hubexport import weights as weights_lib
@@ -62,6 +63,10 @@ def parse(path, preprocessing, custom_objects=None):
         )
     if not os.path.isfile(full):
         raise UserError(f"--keras_model={path}: no such file; pass an existing .keras or .h5 file")
+    if full.endswith(".keras"):
+        _check_keras_archive(path, full)
+    else:
+        weights_lib.check_hdf5("keras_model", path, full)
     if preprocessing not in preprocessing_lib.MODES:
         given = "is missing" if preprocessing is None else f"={preprocessing} is unknown"
         raise UserError(
@@ -70,6 +75,26 @@ def parse(path, preprocessing, custom_objects=None):
             "keras.applications, raw255 for 0..255 RGB, unit for [0, 1] RGB)"
         )
     return OwnModel(full, weights_lib.sha256_of(full), preprocessing, custom_objects)
+
+
+def _check_keras_archive(path, full):
+    """Refuses a .keras file that is not the zip archive model.save writes.
+
+    Keras 3 reads a file it cannot unzip as a legacy SavedModel directory and
+    reports "File not found"; this says what the file is instead.
+    """
+    try:
+        with zipfile.ZipFile(full) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        names, reason = None, summarize(e)
+    else:
+        reason = "it holds no config.json"
+    if names is None or "config.json" not in names:
+        raise UserError(
+            f"--keras_model={path} is not a valid .keras file: {reason}; pass the whole "
+            "file that model.save wrote in Keras 3 (a zip archive holding config.json)"
+        )
 
 
 def custom_objects(module_name):

@@ -39,6 +39,15 @@ written to a temporary file beside the output and renamed into place, so a
 failure or an interrupt leaves no partial archive and never destroys an
 existing one.
 
+An existing output is replaced only if hubexport wrote it: with `overwrite`,
+an archive `package` wrote (a gzipped tar whose entries all carry the fixed
+owners, modes and mtime 0 above, with allowed names, saved_model.pb among
+them: a `tar -czf` of the user's gets real mtimes and owners); with
+`overwrite_any_saved_model`, any gzipped tar holding saved_model.pb at its
+root. Any other file is refused, named, and left as it is; checked again just
+before the rename, since the file may appear or change while the archive is
+written.
+
 This module does not import TensorFlow.
 """
 
@@ -49,6 +58,7 @@ import re
 import stat
 import tarfile
 import tempfile
+import zlib
 
 from hubexport.errors import UserError
 
@@ -66,14 +76,15 @@ _COMPRESS_LEVEL = 6  # gzip's default; weights barely compress further at 9.
 _LISTED = 8  # Offending paths named in an error; the rest are counted.
 
 
-def package(directory, output=None, overwrite=False):
+def package(directory, output=None, overwrite=False, overwrite_any_saved_model=False):
     """Writes the tfhub.dev archive of the SavedModel `directory`.
 
     Args:
       directory: a SavedModel directory (saved_model.pb and variables/).
       output: the archive to write, ending in .tar.gz; default: the
         directory's path + ".tar.gz", beside it.
-      overwrite: replace an existing `output`.
+      overwrite: replace an existing `output` that `package` wrote.
+      overwrite_any_saved_model: replace any .tar.gz holding saved_model.pb.
 
     Returns:
       The absolute path of the archive.
@@ -86,7 +97,7 @@ def package(directory, output=None, overwrite=False):
     directory = os.path.realpath(given)
     _check_saved_model(directory)
     output = os.path.abspath(os.path.expanduser(output or given + SUFFIX))
-    _check_output(output, directory, overwrite)
+    _check_output(output, directory, overwrite, overwrite_any_saved_model)
     entries = archive_entries(directory)
 
     parent = os.path.dirname(output)
@@ -98,9 +109,7 @@ def package(directory, output=None, overwrite=False):
             f.flush()
             os.fsync(f.fileno())
         _chmod_like_open(temporary)
-        if os.path.exists(output) and not overwrite:  # Appeared meanwhile.
-            raise UserError(f"{output} already exists; pass --overwrite "
-                            "(overwrite=True) to replace it")
+        _check_replaceable(output, overwrite, overwrite_any_saved_model)  # It may have changed.
         os.replace(temporary, output)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -197,7 +206,7 @@ def _check_saved_model(directory):
             "wrote, which holds saved_model.pb and variables/")
 
 
-def _check_output(output, directory, overwrite):
+def _check_output(output, directory, overwrite, overwrite_any_saved_model=False):
     if not output.endswith(SUFFIX):
         raise UserError(f"output {output} must end with {SUFFIX}, as tfhub.dev's "
                         f"asset-path must; e.g. {directory}{SUFFIX}")
@@ -207,12 +216,58 @@ def _check_output(output, directory, overwrite):
     if os.path.isdir(output):
         raise UserError(f"output {output} is a directory; pass a file path "
                         f"ending in {SUFFIX}")
-    if os.path.lexists(output) and not overwrite:
-        raise UserError(f"{output} already exists; pass --overwrite "
-                        "(overwrite=True) to replace it, or choose another output")
+    _check_replaceable(output, overwrite, overwrite_any_saved_model)
     if not os.path.isdir(os.path.dirname(output)):
         raise UserError(f"the directory of output {output} does not exist; "
                         "create it first")
+
+
+def _check_replaceable(output, overwrite, overwrite_any_saved_model):
+    """Refuses an existing `output` that the overwrite flags do not cover (see above)."""
+    if not os.path.lexists(output):
+        return
+    if os.path.islink(output) or not os.path.isfile(output):
+        raise UserError(f"output {output} exists and is not a regular file; choose "
+                        "another output")
+    kind = _archive_kind(output)
+    if kind == "ours" and (overwrite or overwrite_any_saved_model):
+        return
+    if kind == "saved_model" and overwrite_any_saved_model:
+        return
+    if kind == "ours":
+        raise UserError(f"{output} already exists; pass --overwrite (overwrite=True) "
+                        "to replace it, or choose another output")
+    if kind == "saved_model":
+        raise UserError(
+            f"{output} already exists, an archive of a SavedModel that hubexport package "
+            "did not write; pass --overwrite_any_saved_model to replace it, or choose "
+            "another output")
+    raise UserError(f"{output} already exists and is not an archive of a SavedModel "
+                    f"({kind}); hubexport replaces only its own archives: choose "
+                    "another output")
+
+
+def _archive_kind(path):
+    """"ours" (written by package), "saved_model" (a .tar.gz holding
+    saved_model.pb) or what else the file is, in a few words."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return "not a gzipped tar file"
+    names = {m.name for m in members}
+    if "saved_model.pb" not in names:
+        shown = _listing(sorted(names)) or "nothing"
+        return f"a gzipped tar without saved_model.pb at its root, holding {shown}"
+    return "ours" if all(map(_as_package_writes, members)) else "saved_model"
+
+
+def _as_package_writes(member):
+    """Whether a tar entry has the fixed metadata and allowed name write_archive gives."""
+    mode = 0o755 if member.isdir() else 0o644
+    return ((member.isfile() or member.isdir()) and member.mtime == 0
+            and member.uid == member.gid == 0 and member.uname == member.gname == ""
+            and member.mode == mode and _allowed(member.name, member.isdir()))
 
 
 def _allowed(relative, is_directory):

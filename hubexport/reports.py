@@ -17,8 +17,10 @@ JSON_FORMAT = "hubexport-check/1"
 class Finding:
     """One thing a check found.
 
-    level is "error", "warning", "info", or "skipped", whose message says why
-    the check could not run.
+    level is "error", "warning", "info", "skipped" (a precondition in the
+    model is missing: the message names the check that explains it), or
+    "unavailable" (the environment lacks what the check needs, e.g. an import
+    fails: the check could not run, which is no pass, and --strict fails).
     """
 
     check: str
@@ -41,12 +43,13 @@ class CheckResult:
 
     @property
     def status(self):
-        """"error", "skipped", "warning" or "passed" (info does not count).
+        """"error", "unavailable", "skipped", "warning" or "passed" (info does
+        not count).
 
         An error found before a precondition turned out missing still fails.
         """
         levels = {f.level for f in self.findings}
-        for level in ("error", "skipped", "warning"):
+        for level in ("error", "unavailable", "skipped", "warning"):
             if level in levels:
                 return level
         return "passed"
@@ -68,7 +71,9 @@ class ModelReport:
         return sum(f.level == level for f in self.findings)
 
     def fails(self, strict=False):
-        return self.count("error") > 0 or (strict and self.count("warning") > 0)
+        """Errors fail; with strict, so do warnings and checks that could not run."""
+        return self.count("error") > 0 or (
+            strict and self.count("warning") + self.count("unavailable") > 0)
 
     def verdict(self, strict=False):
         return "FAILS" if self.fails(strict) else "CONFORMS"
@@ -80,6 +85,12 @@ class ModelReport:
             f"{warnings} warning{'s' * (warnings != 1)}, "
             f"{self.count('skipped')} skipped"
         )
+        unavailable = sorted({f.message for f in self.findings if f.level == "unavailable"})
+        if unavailable:
+            count = self.count("unavailable")
+            counts += (f", {count} check{'s' * (count != 1)} could not run in this "
+                       f"environment ({'; '.join(unavailable)})"
+                       + ("" if strict else ", which --strict fails"))
         task = self.task or "unknown"
         return (
             f"{self.path}: {self.verdict(strict)} ({counts}; task {task}, "
@@ -97,12 +108,13 @@ def text(reports, strict=False):
     for report in reports:
         skipped = {}
         for f in report.findings:
-            if f.level == "skipped":
-                skipped.setdefault(f.message, []).append(f"{f.clause} {f.check}")
+            if f.level in ("skipped", "unavailable"):
+                word = "skipped" if f.level == "skipped" else "could not run"
+                skipped.setdefault((word, f.message), []).append(f"{f.clause} {f.check}")
             else:
                 lines.append(f.line(report.path))
-        for reason, checks in skipped.items():
-            lines.append(f"{report.path}: skipped {', '.join(checks)}: {reason}")
+        for (word, reason), checks in skipped.items():
+            lines.append(f"{report.path}: {word} {', '.join(checks)}: {reason}")
         lines.append(report.summary(strict))
     return "\n".join(lines) + "\n"
 
@@ -170,8 +182,8 @@ def junit_xml(reports, strict=False):
 
     classname is the model path and name is "CLAUSE check", so CI lists the
     checks grouped by model. An error (or, with strict, a warning) is a
-    <failure>; a skipped check is <skipped> with the reason; warnings and info
-    go to <system-out>.
+    <failure>; so, with strict, is a check that could not run; a skipped
+    check is <skipped> with the reason; warnings and info go to <system-out>.
     """
     root = ET.Element("testsuites", name="hubexport check")
     for report in reports:
@@ -180,7 +192,8 @@ def junit_xml(reports, strict=False):
             _testcase(suite, report.path, result, strict)
         failures = sum(bool(_failing(r, strict)) for r in report.results)
         skipped = sum(
-            r.status == "skipped" and not _failing(r, strict) for r in report.results
+            r.status in ("skipped", "unavailable") and not _failing(r, strict)
+            for r in report.results
         )
         suite.attrib.update(
             tests=str(len(report.results)),
@@ -195,10 +208,11 @@ def junit_xml(reports, strict=False):
 
 
 def _failing(result, strict):
-    """The findings that make `result` fail: errors, and warnings if strict."""
+    """The findings that make `result` fail: errors, and if strict warnings
+    and what could not run."""
     return [
         f for f in result.findings
-        if f.level == "error" or (strict and f.level == "warning")
+        if f.level == "error" or (strict and f.level in ("warning", "unavailable"))
     ]
 
 
@@ -216,9 +230,10 @@ def _testcase(suite, path, result, strict):
             case, "failure", message=failing[0].message, type=failing[0].level
         )
         failure.text = "\n".join(f.line(path) for f in failing)
-    elif result.status == "skipped":
-        reason = next(f.message for f in result.findings if f.level == "skipped")
-        ET.SubElement(case, "skipped", message=reason)
+    elif result.status in ("skipped", "unavailable"):
+        reason = next(f.message for f in result.findings if f.level == result.status)
+        word = "" if result.status == "skipped" else "could not run: "
+        ET.SubElement(case, "skipped", message=word + reason)
     others = [
         f for f in result.findings if f.level in ("warning", "info") and f not in failing
     ]

@@ -22,6 +22,8 @@ TOP_K_SIGNATURE = "top_k"
 BYTES_SIGNATURE = "serving_image_bytes"
 UINT8_SIGNATURE = "serving_uint8"
 ACTIVATIONS = {"softmax": tf.nn.softmax, "sigmoid": tf.math.sigmoid}
+# How close a confidence must be to its class's value (and so to a tied class's).
+TOP_K_RTOL, TOP_K_ATOL = 1e-4, 1e-6
 
 
 def top_k_function(call, spec, labels, k, activation):
@@ -40,22 +42,59 @@ def top_k_mismatch(logits, labels, activation, confidences, names):
     """Whether top_k's outputs fit `logits`: None, "confidences" or "labels".
 
     confidences must be the k largest `activation` values of the logits, in
-    order, and names the `labels` of those classes (either of two tied
-    classes will do). Shared by the export's verification and the check.
+    order, and names the `labels` of k distinct classes whose values are those
+    confidences. A class whose value is within the tolerance of a confidence
+    is tied with the class top_k found there, so either label will do (past
+    the k-th place too); no other label will. Shared by the export's
+    verification and the check.
     """
     import numpy as np
 
     probabilities = ACTIVATIONS[activation](logits).numpy()
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, : confidences.shape[1]]
-    wanted = np.take_along_axis(probabilities, order, axis=1)
+    wanted = -np.sort(-probabilities, axis=1)[:, : confidences.shape[1]]
     if confidences.shape != wanted.shape or not np.allclose(
-            confidences, wanted, rtol=1e-4, atol=1e-6):
+            confidences, wanted, rtol=TOP_K_RTOL, atol=TOP_K_ATOL):
         return "confidences"
-    tied = np.isclose(confidences[:, :, None], wanted[:, None, :], rtol=1e-6).sum(axis=2) > 1
-    expected = np.array(labels, dtype=object)[order].astype(str)
-    if not np.all((names.astype(str) == expected) | tied):
-        return "labels"
+    labels = np.array([str(label) for label in labels])
+    for row, given, named in zip(probabilities, confidences, names):
+        if not _distinct_representatives(_candidates(row, labels, given, named)):
+            return "labels"
     return None
+
+
+def _candidates(probabilities, labels, confidences, names):
+    """For each place of one top_k row: the classes it may name (label and value fit)."""
+    import numpy as np
+
+    return [
+        np.flatnonzero((labels == _text(name)) & np.isclose(
+            confidence, probabilities, rtol=TOP_K_RTOL, atol=TOP_K_ATOL))
+        for confidence, name in zip(confidences, names)
+    ]
+
+
+def _text(name):
+    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+
+
+def _distinct_representatives(candidates):
+    """Whether every place can have a class of its own among its candidates.
+
+    Kuhn's augmenting paths: naming one class twice is wrong even when two
+    classes are tied; naming the two tied classes in either order is not.
+    """
+    owner = {}
+
+    def claim(place, seen):
+        for candidate in candidates[place]:
+            if candidate not in seen:
+                seen.add(candidate)
+                if candidate not in owner or claim(owner[candidate], seen):
+                    owner[candidate] = place
+                    return True
+        return False
+
+    return all(claim(place, set()) for place in range(len(candidates)))
 
 
 def resize(images, size):

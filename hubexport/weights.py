@@ -54,7 +54,28 @@ def parse(spec):
             f"--weights={spec}: no such file; pass an existing file written by "
             "model.save_weights, or --weights=imagenet or --weights=none"
         )
+    check_hdf5("weights", spec, path)
     return Weights("file", path, sha256_of(path))
+
+
+def check_hdf5(flag, spec, path):
+    """Refuses a file that is not a whole HDF5 file, before Keras reads it.
+
+    Keras reports a truncated weights file as one that "does not match" the
+    model, and a truncated .h5 model as "File not found"; h5py says what it is
+    (its superblock gives the size the file should have). h5py imports without
+    TensorFlow, so this is instant.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"--{flag}={spec} is truncated or not an HDF5 file: {summarize(e)}; pass the "
+            "whole file that Keras wrote (a partial download or copy is shorter)"
+        ) from None
 
 
 def sha256_of(path):

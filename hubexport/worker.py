@@ -7,6 +7,7 @@ the stdout it was started with; everything else the libraries print goes to
 stderr. A job is
 
   {"export": {settings of export.plan}, "output": DIR, "overwrite": bool,
+   "overwrite_any_saved_model": bool, "inputs": [config and labels files],
    "check": bool, "skip_checks": [names]}   export (unless "export" is null),
                                             then check DIR
   {"check": DIR, "task": ..., "strict": bool, "allow_unsafe_ops": bool,
@@ -28,10 +29,13 @@ import time
 _STATUS = "/proc/self/status"
 
 
-def _memory(field):
-    """VmHWM / VmRSS of this process in bytes (0 where /proc is missing)."""
+def _memory(field, status=_STATUS):
+    """VmHWM / VmRSS of this process in bytes (0 where /proc is missing).
+
+    status: another file of "Field: N kB" lines (/proc/PID/status, /proc/meminfo).
+    """
     try:
-        with open(_STATUS) as f:
+        with open(status) as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
@@ -63,7 +67,9 @@ def _export(job):
 
     plan = export.plan(**job["export"])
     result = export.export(plan, job["output"], overwrite=job.get("overwrite", False),
-                           keep_loaded=bool(job.get("check")))
+                           keep_loaded=bool(job.get("check")),
+                           overwrite_any_saved_model=job.get("overwrite_any_saved_model", False),
+                           inputs=tuple(job.get("inputs", ())))
     return {"export_seconds": result.seconds,
             "max_relative_difference": result.max_relative_difference}, result.loaded
 
@@ -109,15 +115,21 @@ def _stop_with_parent():
         pass
 
 
+def _answer_channel():
+    """The stdout we were given, for answers only; fd 1 goes to stderr from now on,
+    so that what the libraries print cannot corrupt an answer."""
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    return answers
+
+
 def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Stopped by the runner, or the runner died: unwind, so that a running
     # export removes its staging directory.
     signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt())
     _stop_with_parent()
-    # Answers go to the stdout we were given; any other output to stderr.
-    answers = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
+    answers = _answer_channel()
     from hubexport import cli
 
     cli.quiet_tensorflow()

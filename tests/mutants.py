@@ -12,12 +12,14 @@ GlobalAveragePooling2D, Dense: 79 parameters for 8 features).
 """
 
 import functools
+import json
 import os
 import shutil
 
 import keras
 import tensorflow as tf
 
+from hubexport import export
 from hubexport import labels as hubexport_labels
 from hubexport import reusable
 
@@ -58,8 +60,11 @@ def good(path, task="feature_vector", height=None, width=None):
     tf.saved_model.save(root, path, signatures=signatures)
 
 
-def good_classification(path, labels_in_file=CLASSES):
-    """A classifier with labels: top_k, raw-image signatures, batch_norm_momentum."""
+def good_classification(path, labels_in_file=CLASSES, top_k=None):
+    """A classifier with labels: top_k, raw-image signatures, batch_norm_momentum.
+
+    top_k(call, labels): a replacement for the top_k signature (for a mutant).
+    """
     labels = tuple(f"class {i}" for i in range(CLASSES))
     scratch = path + ".labels"
     os.makedirs(scratch)
@@ -69,6 +74,9 @@ def good_classification(path, labels_in_file=CLASSES):
         batch_norm_momentum=0.99)
     root, signatures, *_ = reusable.make_root(
         tiny_model(CLASSES), "unit", "classification", extras=extras)
+    if top_k:
+        root.top_k = top_k(root.__call__, labels)
+        signatures["top_k"] = root.top_k.get_concrete_function()
     tf.saved_model.save(root, path, signatures=signatures)
     shutil.rmtree(scratch)
 
@@ -107,6 +115,22 @@ def _root(model, call, key="feature_vector", traces=((IMAGES, False), (IMAGES, T
     root.trainable_variables = _trainable(model)
     root.regularization_losses = []
     return root, {"serving_default": serving_default.get_concrete_function()}
+
+
+def _serving_from(call, key="feature_vector"):
+    """A serving_default that calls `call`, for the mutants whose __call__ changes
+    what inference returns: the signature follows __call__, as it should."""
+    serving_default = tf.function(lambda images: {key: call(images, training=False)},
+                                  input_signature=[IMAGES], autograph=False)
+    return {"serving_default": serving_default.get_concrete_function()}
+
+
+def _serve_from(root, call):
+    """`root` with an obj.serve that calls `call` too, as TFSMLayer's predictions
+    should follow __call__ (the serve_endpoint check)."""
+    root.serve = tf.function(lambda images: call(images, training=False),
+                             input_signature=[IMAGES], autograph=False)
+    return root
 
 
 def _plain_call(model):
@@ -267,7 +291,7 @@ def batch_statistics(path):
         centered = images - tf.reduce_mean(images, axis=0, keepdims=True) + 0.5
         return _forward(model, centered, training)
 
-    _save(path, _root(model, call))
+    _save(path, (_serve_from(_root(model, call)[0], call), _serving_from(call)))
 
 
 def float64_output(path):
@@ -290,7 +314,7 @@ def log_of_input(path):
         log_mean = tf.math.log(tf.reduce_mean(images, axis=[1, 2, 3]))
         return _forward(model, images, training) + log_mean[:, None]
 
-    _save(path, _root(model, call))
+    _save(path, (_serve_from(_root(model, call)[0], call), _serving_from(call)))
 
 
 def _size_dependent_call(model, static_size):
@@ -332,7 +356,8 @@ def softmax_outputs(path):
     def call(images, training=False):
         return tf.nn.softmax(_forward(model, images, training))
 
-    _save(path, _root(model, call, key="logits"))
+    root = _serve_from(_root(model, call, key="logits")[0], call)
+    _save(path, (root, _serving_from(call, "logits")))
 
 
 def hparam_inference_only(path):
@@ -399,9 +424,97 @@ def no_serve_training(path):
     _save(path, (root, signatures))
 
 
+def serve_offset(path):
+    """serve_endpoint: obj.serve adds 1 to what obj(images) returns."""
+    model = tiny_model()
+    root, signatures = _root(model, _plain_call(model))
+    root.serve = tf.function(lambda images: _forward(model, images, False) + 1.0,
+                             input_signature=[IMAGES], autograph=False)
+    _save(path, (root, signatures))
+
+
+def serve_training_inference(path):
+    """serve_training_mode: obj.serve_training calls the model with training=False."""
+    model = tiny_model()
+    root, signatures = _root(model, _plain_call(model))
+    root.serve_training = tf.function(lambda images: _forward(model, images, False),
+                                      input_signature=[IMAGES], autograph=False)
+    _save(path, (root, signatures))
+
+
 def miscounted_labels(path):
     """top_k_labels: assets/labels.txt names 4 of the 5 classes."""
     good_classification(path, labels_in_file=CLASSES - 1)
+
+
+def fewer_logits_at_other_sizes(path):
+    """free_size: a free-size classifier with 5 logits at 224x224, 4 at other sizes."""
+    model = tiny_model(CLASSES)
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        other_size = tf.cast(tf.shape(images)[1] != 224, tf.int32)
+        return _forward(model, images, training)[:, :CLASSES - other_size]
+
+    _save(path, (_root(model, call, key="logits")[0], _serving_from(call, "logits")))
+
+
+def misdocumented_size(path):
+    """documented_output_size: the provenance file says 16 features; there are 8."""
+    good(path)
+    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+    with open(os.path.join(path, export.PROVENANCE_FILE), "w") as f:
+        json.dump({"task": "feature_vector",
+                   "output": {"key": "feature_vector", "size": 2 * FEATURES}}, f)
+
+
+def ignored_hyperparameters(path):
+    """hyperparameter_effects: batch_norm_momentum and scale are taken and ignored.
+
+    Both are traced as tensors with training=False and True, and have
+    defaults, so the hyperparameters check passes; the batch norm layer keeps
+    its own momentum.
+    """
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False, batch_norm_momentum=0.99, scale=1.0):
+        del batch_norm_momentum, scale  # The mistake.
+        return _forward(model, images, training)
+
+    scalar = tf.TensorSpec([], tf.float32)
+    for training in (False, True):
+        call.get_concrete_function(IMAGES, training=training, batch_norm_momentum=scalar,
+                                   scale=scalar)
+    _save(path, _root(model, call))
+
+
+def next_class_top_k(call, labels):
+    """A top_k that names, at each place, the class after the right one."""
+    table = tf.constant(labels)
+
+    @tf.function(input_signature=[IMAGES], autograph=False)
+    def top_k(images):
+        confidences, indices = tf.math.top_k(tf.nn.softmax(call(images, training=False)), 3)
+        return {"labels": tf.gather(table, (indices + 1) % len(labels)),
+                "confidences": confidences}
+
+    return top_k
+
+
+wrong_class_labels = functools.partial(good_classification, top_k=next_class_top_k)
+
+
+def serving_rescaled(path):
+    """serving_output: serving_default feeds the model 0..255, __call__ [0, 1]."""
+    model = tiny_model()
+
+    @tf.function(input_signature=[IMAGES], autograph=False)
+    def serving_default(images):
+        return {"feature_vector": _forward(model, 255.0 * images, False)}
+
+    root, _ = _root(model, _plain_call(model))
+    _save(path, (root, {"serving_default": serving_default.get_concrete_function()}))
 
 
 def serving_output_0(path):
@@ -434,7 +547,13 @@ MUTANTS = {
     "hub_fine_tuning": training_ignored,
     "hub_frozen": counts_inference_calls,
     "tfsm_layer": no_serve_training,
+    "serve_endpoint": serve_offset,
+    "serve_training_mode": serve_training_inference,
     "serving_signature": serving_output_0,
+    "free_size": fewer_logits_at_other_sizes,
+    "documented_output_size": misdocumented_size,
+    "hyperparameter_effects": ignored_hyperparameters,
+    "serving_output": serving_rescaled,
 }
 
 

@@ -30,7 +30,8 @@ OVERRIDES = {"weights": "none"}
 SHARD = os.environ.get("HUBEXPORT_SHARD")
 PLANS = catalog.select_shard(catalog.catalog_plans(ROOT, OVERRIDES, min_size=True), SHARD,
                              lambda p: catalog.estimate(p[2])[1])
-FINE_TUNING_CHECKS = ("training_call", "training_gradients", "hub_fine_tuning", "tfsm_layer")
+FINE_TUNING_CHECKS = ("training_call", "training_gradients", "hub_fine_tuning", "tfsm_layer",
+                      "serve_training_mode")
 
 
 def _first_of_each_module():

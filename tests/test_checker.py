@@ -17,6 +17,7 @@ from hubexport import checks
 from hubexport import export
 from hubexport import graph_scan
 from hubexport import reports
+from hubexport import serving
 from hubexport.errors import UserError
 
 import mutants
@@ -168,12 +169,50 @@ def test_mutants_are_minimal(check_name, report_of, targets):
     ("hub_frozen", "with trainable=False, one fit step changed 1 backbone variable: "
                    "calls"),
     ("tfsm_layer", "obj.serve_training is missing"),
+    ("serve_endpoint", "obj.serve(images) differs from obj(images, training=False) by"),
+    ("serve_training_mode", "updated none of the 2 batch-norm statistics it uses"),
     ("serving_signature", "returns the keys ['output_0']"),
+    ("free_size", "5 logits at 224x224 but 4 at 168x168"),
+    ("documented_output_size", "__call__ returns 8 features but "
+                               "assets.extra/hubexport.json documents 16 (output.size)"),
+    ("hyperparameter_effects", "batch_norm_momentum=0.5 moved 1 batch-norm moving mean "
+                               "(bn/moving_mean"),
+    ("hyperparameter_effects", "1.00 times as far as batch_norm_momentum=0.0; expected 0.50"),
+    ("serving_output", "serving_default's feature_vector differs from "
+                       "obj(images, training=False) on the same images by"),
 ])
 def test_mutant_message_says_what_is_wrong(check_name, expected, report_of, targets):
     report = report_of(check_name, _mutant_builder(check_name, targets))
     assert expected in messages(report, check_name)
     assert all(f.hint for f in report.findings if f.level == "error")
+
+
+def test_a_hyperparameter_other_than_the_momentum_must_change_something(report_of):
+    report = report_of("hyperparameter_effects", mutants.ignored_hyperparameters)
+    assert "scale=0.5 instead of 1.0 changes neither the output nor any variable" in (
+        messages(report, "hyperparameter_effects"))
+
+
+def test_top_k_naming_the_wrong_class_fails_top_k_labels(report_of):
+    report = report_of("wrong_class_labels", mutants.wrong_class_labels)
+    assert levels(report, "error") == {"top_k_labels"}, reports.text([report])
+    assert "labels are not assets/labels.txt's names of the top classes" in messages(
+        report, "top_k_labels")
+
+
+@pytest.mark.parametrize("output, problem", [
+    (np.ones((3, 8), np.float32), None),
+    (np.ones((3, 8), np.float32) * (1 + 5e-5), None),  # Within the tolerance.
+    (np.ones((3, 8), np.float32) * (1 + 2e-4), "differs from obj(images, training=False)"),
+    (np.full((3, 8), np.nan, np.float32), "differs from obj(images, training=False)"),
+    (np.ones((3, 8), np.float64), "is float64; expected float32"),
+    (np.ones((3, 8, 1), np.float32), "(rank 3); expected rank 2"),
+    (np.ones((3, 7), np.float32), "has shape [3, 7]; expected [3, 8]"),
+    (np.ones((1, 8), np.float32), "has shape [1, 8]; expected [3, 8]"),
+])
+def test_serving_output_problems(output, problem):
+    problems = checks.serving_output_problems(output, np.ones((3, 8), np.float32))
+    assert (problem in problems[0]) if problem else problems == []
 
 
 @pytest.mark.parametrize("outputs, level", [
@@ -186,6 +225,65 @@ def test_mutant_message_says_what_is_wrong(check_name, expected, report_of, targ
 def test_probability_heuristic(outputs, level):
     finding = checks.probability_finding(np.array(outputs))
     assert (finding and finding.level) == level
+
+
+# top_k against constructed logits: labels of the right classes, ties included.
+
+ANIMALS = ("cat", "dog", "fox", "owl", "eel")
+
+
+def _top_k_outputs(logits, classes, labels=ANIMALS, activation="softmax"):
+    """top_k's outputs for `logits` naming `classes`, with the right confidences.
+
+    Strings come back from TensorFlow as bytes, as top_k's do.
+    """
+    probabilities = serving.ACTIVATIONS[activation](np.array(logits, np.float32)).numpy()
+    confidences = -np.sort(-probabilities, axis=1)[:, :len(classes[0])]
+    names = np.array([[labels[c].encode() for c in row] for row in classes], dtype=object)
+    return confidences, names
+
+
+@pytest.mark.parametrize("logits, classes, expected", [
+    ([[3, 1, 2, 0, -1]], [[0, 2, 1]], None),
+    ([[3, 1, 2, 0, -1]], [[0, 3, 1]], "labels"),  # Place 1 names a class outside the top 3.
+    ([[3, 1, 2, 0, -1]], [[0, 1, 2]], "labels"),  # Places 1 and 2 swapped.
+    ([[3, 1, 2, 0, -1]], [[1, 3, 2]], "labels"),  # The label of the next class, every place.
+    ([[3, 1, 2, 0, -1], [0, 1, 2, 3, 4]], [[0, 2, 1], [4, 3, 1]], "labels"),  # Row 2 only.
+    ([[2, 2, 0, 1, -1]], [[1, 0, 3]], None),  # Classes 0 and 1 tie: either order.
+    ([[2, 2, 0, 1, -1]], [[0, 1, 3]], None),
+    ([[2, 2, 0, 1, -1]], [[0, 0, 3]], "labels"),  # One of the tied classes twice.
+    ([[2, 2, 0, 1, -1]], [[0, 2, 3]], "labels"),  # At a tied place, a class not tied.
+    ([[3, 2, 1, 1, 0]], [[0, 1, 3]], None),  # Class 3 ties with class 2, the 3rd.
+    ([[3, 2, 1, 1, 0]], [[0, 1, 4]], "labels"),
+    ([[5, 5, 5, 5, 5]], [[4, 2, 0]], None),  # All tied: any three distinct classes.
+    ([[5, 5, 5, 5, 5]], [[4, 2, 4]], "labels"),
+])
+def test_top_k_mismatch_names_the_classes_of_the_top_logits(logits, classes, expected):
+    confidences, names = _top_k_outputs(logits, classes)
+    assert serving.top_k_mismatch(np.array(logits, np.float32), ANIMALS, "softmax",
+                                  confidences, names) == expected
+
+
+def test_top_k_mismatch_allows_duplicate_labels_but_not_misplaced_ones():
+    labels = ("crane", "crane", "fox", "owl", "eel")  # ImageNet has two cranes.
+    logits = np.array([[3, 2, 1, 0, -1]], np.float32)
+    for classes, expected in (([[0, 1, 2]], None), ([[1, 0, 2]], None),
+                              ([[0, 2, 1]], "labels")):
+        confidences, names = _top_k_outputs(logits, classes, labels)
+        assert serving.top_k_mismatch(logits, labels, "softmax", confidences, names) == (
+            expected)
+
+
+def test_top_k_mismatch_checks_the_confidences_and_their_activation():
+    logits = np.array([[3, 1, 2, 0, -1]], np.float32)
+    sigmoid = _top_k_outputs(logits, [[0, 2, 1]], activation="sigmoid")
+    assert serving.top_k_mismatch(logits, ANIMALS, "sigmoid", *sigmoid) is None
+    assert serving.top_k_mismatch(logits, ANIMALS, "softmax", *sigmoid) == "confidences"
+    confidences, names = _top_k_outputs(logits, [[0, 2, 1]])
+    assert serving.top_k_mismatch(logits, ANIMALS, "softmax", confidences[:, ::-1],
+                                  names) == "confidences"
+    assert serving.top_k_mismatch(logits, ANIMALS, "softmax", confidences * 1.01,
+                                  names) == "confidences"
 
 
 # F2: the model is judged before it runs.
@@ -308,9 +406,10 @@ def test_any_directory_gets_a_verdict(name, builder, failing, report_of):
 
 def test_free_size_model_that_fails_at_another_size(report_of):
     report = report_of("fails_at_other_sizes", mutants.fails_at_other_sizes)
-    assert levels(report, "error") == {"feature_size_constant"}
+    assert levels(report, "error") == {"free_size"}
     assert "height and width are free, but __call__ fails at 168x168" in messages(
-        report, "feature_size_constant")
+        report, "free_size")
+    assert "(see free_size)" in messages(report, "feature_size_constant")
 
 
 def test_tf1_hub_module_is_named(report_of):
@@ -389,7 +488,9 @@ def test_run_writes_json_and_junit_for_every_check_of_every_model(
     assert code == 1
     text = out.getvalue()
     assert f"{paths[1]}: error C3 deterministic: two identical calls" in text
-    assert f"{paths[1]}: FAILS (1 error, 0 warnings, 3 skipped; task feature_vector" in text
+    # Skipped: logits_not_probabilities, top_k_labels, and (see deterministic)
+    # batch_independent, serve_endpoint and serving_output.
+    assert f"{paths[1]}: FAILS (1 error, 0 warnings, 5 skipped; task feature_vector" in text
 
     document = json.load(open(json_path))
     assert document["conforms"] is False
@@ -404,7 +505,7 @@ def test_run_writes_json_and_junit_for_every_check_of_every_model(
     failed = [c for c in cases if c.find("failure") is not None]
     assert [(c.get("classname"), c.get("name")) for c in failed] == [
         (paths[1], "C3 deterministic")]
-    assert len([c for c in cases if c.find("skipped") is not None]) == 5
+    assert len([c for c in cases if c.find("skipped") is not None]) == 7
 
 
 def test_strict_fails_on_warnings(models, targets):
@@ -446,7 +547,7 @@ def test_mobilenet_v2_export_conforms_checked_as_loaded_or_from_disk(tmp_path, m
 def test_a_loaded_object_is_not_used_when_the_files_have_unsafe_ops(models, targets):
     path = models("no_unsafe_ops", _mutant_builder("no_unsafe_ops", targets))
     context = checks.Context(path, "auto", False, loaded=object())
-    with pytest.raises(checks.Skip, match="not loaded: it has ops that touch files"):
+    with pytest.raises(checks.Skip, match="not loaded: it has ops not known to be safe"):
         context.load()
 
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from absl import flags
@@ -30,6 +31,31 @@ def _one_line_error(capsys):
 def _write(path, text):
     path.write_text(text)
     return str(path)
+
+
+def _writable(directory):
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=directory))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory this process cannot write: a chmod 0555 one, or, for root
+    (whom permissions do not stop), /sys, which root cannot write either."""
+    directory = tmp_path / "read_only"
+    directory.mkdir()
+    directory.chmod(0o555)
+    found = next((d for d in (str(directory), "/sys")
+                  if os.path.isdir(d) and not _writable(d)), None)
+    try:
+        if found is None:
+            pytest.skip("no directory this process cannot write")
+        yield found
+    finally:
+        directory.chmod(0o755)
 
 
 def test_export_with_flags_prints_where_the_model_is(tmp_path, capsys):
@@ -169,6 +195,89 @@ def test_help_lists_the_commands_and_exits_zero(flag):
     assert result.returncode == 0, result.stderr
     assert "hubexport export --architecture=" in result.stdout
     assert "--config_dir" in result.stdout
+    assert "hubexport COMMAND --help lists the flags of one command" in result.stdout
+    assert not _listed_flags(result.stdout)  # The overview; each command lists its own.
+
+
+def _console(*args):
+    """`hubexport ARGS` in its own process; (exit code, stdout, TensorFlow imported)."""
+    code = ("import sys; from hubexport.cli import run\n"
+            f"sys.argv = ['hubexport', *{list(args)!r}]\n"
+            "try:\n    run()\n"
+            "finally:\n    print('tensorflow' in sys.modules, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    return result.returncode, result.stdout, result.stderr.split()[-1] == "True"
+
+
+def _listed_flags(text):
+    import re
+
+    return set(re.findall(r"^  --(?:\[no\])?(\w+):", text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_command_help_lists_only_that_commands_flags(command):
+    text = cli.help_text([command, "--help"])
+    assert text.startswith(f"Usage:\n  hubexport {command} ")
+    usage = [line for line in text.splitlines() if line.startswith("  hubexport ")]
+    assert usage and all(line.startswith(f"  hubexport {command} ") for line in usage)
+    assert _listed_flags(text) == cli._ONLY_FOR[command]
+
+
+def test_help_lists_the_check_names_and_the_architectures():
+    import re
+
+    from hubexport.architectures import ARCHITECTURES
+
+    check_help = cli.help_text(["check", "--help"])
+    for name in cli.check_names():
+        assert re.search(rf"[ ,]{name}[,.]", check_help), name
+    compact = cli.compact_names(ARCHITECTURES)
+    assert compact in " ".join(cli.help_text(["export", "-h"]).split())
+    expanded = []
+    for item in compact.split(", "):
+        stem, _, numbers = item.partition("{")
+        expanded += [stem + n for n in numbers.rstrip("}").split(",")] if numbers else [stem]
+    assert expanded == list(ARCHITECTURES)
+    assert len(compact) < len(", ".join(ARCHITECTURES)) * 0.7
+
+
+def test_check_names_read_from_the_source_are_the_checks():
+    from hubexport import checker
+
+    assert cli.check_names() == [c.name for c in checker.all_checks()]
+
+
+def test_command_help_is_a_separate_process_that_exits_0_without_tensorflow():
+    code, out, tensorflow = _console("check", "-h")
+    assert (code, tensorflow) == (0, False)
+    assert out.startswith("Usage:\n  hubexport check PATH")
+    assert _listed_flags(out) == cli._ONLY_FOR["check"]
+    assert "hub_frozen, tfsm_layer, serve_endpoint" in " ".join(out.split())
+
+
+def test_version_prints_the_version_without_tensorflow():
+    import hubexport
+
+    assert _console("--version") == (0, f"hubexport {hubexport.__version__}\n", False)
+
+
+def test_readme_commands_run_in_a_shell_after_the_set_up_block():
+    """Pasted into a fresh shell after the set-up block, each README command finds
+    its program: the block activates the venv, and the venv has every program."""
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        blocks = re.findall(r"```sh\n(.*?)```", f.read(), re.DOTALL)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    set_up = lines.index("source .venv/bin/activate")
+    assert set_up == 1 and lines[0].startswith("python3.11 -m venv .venv && ")
+    programs = {line.split()[0] for line in lines[set_up + 1:]}
+    assert {"hubexport", "saved_model_cli"} <= programs
+    venv_bin = os.path.dirname(sys.executable)  # .venv/bin when run as README says.
+    for program in programs:
+        assert os.path.exists(os.path.join(venv_bin, program)), program
 
 
 def _documented_commands():
@@ -207,3 +316,146 @@ def test_config_paths_are_relative_to_the_config(tmp_path):
                                'task = "classification"\nmulti_label = 1\n'))
     with pytest.raises(UserError, match="exactly one"):
         config_lib.load(_write(tmp_path / "c.toml", 'task = "classification"\n'))
+
+
+def _no_check_runs(monkeypatch):
+    from hubexport import catalog
+
+    def check_all(*args, **kwargs):
+        raise AssertionError("a check ran before the usage error")
+
+    monkeypatch.setattr(catalog, "check_all", check_all)
+
+
+def test_check_without_a_path_is_a_usage_error(capsys, monkeypatch):
+    _no_check_runs(monkeypatch)
+    assert run("check") == 2
+    assert "check needs one or more SavedModel directories and received none" in _one_line_error(capsys)
+
+
+def test_check_of_a_missing_path_or_a_file_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    _no_check_runs(monkeypatch)
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(b"x")
+    for path, said in ((tmp_path / "nope", "does not exist"), (archive, "is not a directory")):
+        assert run("check", str(tmp_path), str(path)) == 2
+        error = _one_line_error(capsys)
+        assert f"{path} {said}; pass a SavedModel directory" in error
+        assert "--task" not in error
+
+
+@pytest.mark.parametrize("flag", ["json_report", "junit_xml"])
+def test_an_unwritable_report_is_refused_before_any_check(tmp_path, capsys, monkeypatch,
+                                                          read_only_dir, flag):
+    _no_check_runs(monkeypatch)
+    (tmp_path / "model").mkdir()
+    for path, said in ((tmp_path / "missing" / "r", "is not a directory"),
+                       (os.path.join(read_only_dir, "r"), f"{read_only_dir} is not writable"),
+                       (tmp_path, "is a directory; pass a file path")):
+        assert run("check", str(tmp_path / "model"), f"--{flag}={path}") == 2
+        error = _one_line_error(capsys)
+        assert error.startswith(f"hubexport: error: --{flag}={path} ") and said in error
+
+
+def test_export_all_refuses_an_unwritable_summary_before_any_export(tmp_path, capsys,
+                                                                    read_only_dir):
+    report = os.path.join(read_only_dir, "summary.json")
+    assert run("export_all", "--config_dir=c", f"--output_dir={tmp_path / 'o'}",
+               f"--json_report={report}") == 2
+    assert f"--json_report={report} cannot be written" in _one_line_error(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("interrupt", [
+    KeyboardInterrupt(),
+    RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized active "
+                 "exception types: ORIGINAL KeyboardInterrupt REPLACED BY KeyboardInterrupt: "
+                 "<EMPTY MESSAGE>"),
+])
+def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, interrupt):
+    from hubexport import catalog
+
+    def interrupted(*args, **kwargs):
+        raise interrupt
+
+    monkeypatch.setattr(catalog, "check_all", interrupted)
+    (tmp_path / "model").mkdir()
+    assert run("check", str(tmp_path / "model")) == 130
+    assert _one_line_error(capsys) == (
+        "hubexport: error: interrupted; no partial output was left behind")
+    # An ordinary failure is still exit 1.
+    monkeypatch.setattr(catalog, "check_all", lambda *a, **k: 1 / 0)
+    assert run("check", str(tmp_path / "model")) == 1
+
+
+def test_ctrl_c_during_an_export_leaves_nothing_and_exits_130(tmp_path, capsys, monkeypatch):
+    from test_export import _fake_export_steps
+
+    from hubexport import export
+
+    _fake_export_steps(monkeypatch)
+
+    def interrupted_inside_tensorflow(*args):
+        raise RuntimeError("pybind11::error_already_set: ... KeyboardInterrupt")
+
+    monkeypatch.setattr(export, "verify", interrupted_inside_tensorflow)
+    assert run("export", "--architecture=MobileNetV2", "--task=feature_vector",
+               "--image_size=32", "--weights=none", f"--output={tmp_path / 'model'}") == 130
+    _one_line_error(capsys)
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_overwrite_refuses_the_users_folder_and_inputs(tmp_path, capsys):
+    config = _write(tmp_path / "m.toml", 'architecture = "MobileNetV2"\n'
+                                         'task = "feature_vector"\nimage_size = 32\n')
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text("mine")
+    common = ("export", "--weights=none", "--overwrite_any_saved_model")
+    assert run(*common, f"--config={config}", f"--output={tmp_path}") == 2
+    assert f"--output={tmp_path} contains the input {config}; " in _one_line_error(capsys)
+    assert run(*common, f"--config={config}", f"--output={tmp_path / 'src'}", "--overwrite") == 2
+    assert "holds 1 entry and no saved_model.pb: code.py;" in _one_line_error(capsys)
+    assert sorted(os.listdir(tmp_path)) == ["m.toml", "src"]
+    assert (tmp_path / "src" / "code.py").read_text() == "mine"
+
+
+def test_usage_errors_come_before_tensorflow_is_imported(tmp_path):
+    """Refusals are instant: no TensorFlow import (seconds) before them."""
+    (tmp_path / "mine.txt").write_text("mine")
+    code = ("import sys; from absl import flags; from hubexport import cli\n"
+            "for args in ([], ['/nope'], ['.', '--json_report=/nope/r.json']):\n"
+            "    print(cli.main(flags.FLAGS(['hubexport', 'check', *args])))\n"
+            "flags.FLAGS.unparse_flags()\n"
+            "print(cli.main(flags.FLAGS(['hubexport', 'export', '--architecture=MobileNetV2',"
+            f" '--task=feature_vector', '--weights=none', '--overwrite', '--output={tmp_path}'])))\n"
+            "print('tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.stdout.split() == ["2", "2", "2", "2", "False"], result.stderr
+    assert result.stderr.count("hubexport: error: ") == 4
+
+
+def test_an_interrupted_export_all_says_what_finished_and_exits_130(tmp_path, capsys,
+                                                                   monkeypatch):
+    from hubexport import runner
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name, arch in (("a", "MobileNetV2"), ("b", "MobileNetV3Small"), ("c", "VGG16")):
+        _write(configs / f"{name}.toml", f'architecture = "{arch}"\ntask = "feature_vector"\n')
+
+    def interrupted_after_two(jobs, parallel, on_outcome, **kwargs):
+        on_outcome(runner.Outcome(jobs[0], {"ok": True}, 1.0))
+        on_outcome(runner.Outcome(jobs[1], {"ok": False, "error": "boom"}, 2.0))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", interrupted_after_two)
+    assert run("export_all", f"--config_dir={configs}", f"--output_dir={tmp_path / 'o'}",
+               "--weights=none", "--min_size", "--nocheck_exports") == 130
+    out, err = capsys.readouterr()
+    header, *rows, total = out.splitlines()[-5:]
+    assert header.startswith("hubexport: model ")  # The table is one line of _say.
+    assert sorted(row[41:53].strip() for row in rows) == ["FAILED", "exported", "not finished"]
+    assert total.startswith(
+        "3 models, 1 failed or not conforming, 1 not finished (interrupted), ")
+    assert err.strip() == "hubexport: error: interrupted; no partial output was left behind"

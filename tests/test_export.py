@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import FV_SIZE, fit_through_hub, reference_model, save_random_weights
+from test_cli import read_only_dir  # noqa: F401 (a fixture)
 from hubexport import export
 from hubexport.errors import UserError
 
@@ -271,10 +272,27 @@ def test_imagenet_offline_names_the_file_and_where_to_put_it(monkeypatch, tmp_pa
     assert not os.path.exists(tmp_path / "model")
 
 
+def _old_export(directory, files=None):
+    """A previous hubexport export, as far as replacing it goes (its provenance)."""
+    files = files or {"saved_model.pb": b"old graph", "variables/variables.index": b"old"}
+    files = {**files, export.PROVENANCE_FILE: json.dumps({"format": "hubexport-provenance/1"})}
+    for relative, data in files.items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return _tree(directory)
+
+
+def _tree(directory):
+    """{relative path: bytes} of every file below `directory`."""
+    return {os.path.relpath(os.path.join(root, name), directory):
+            open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(directory) for name in names}
+
+
 def test_existing_output_needs_overwrite_and_survives_a_failure(tmp_path, monkeypatch):
     output = tmp_path / "model"
-    output.mkdir()
-    (output / "keep.txt").write_text("old model")
+    old = _old_export(output)
     plan = export.plan("MobileNetV2", "feature_vector", 32, "none")
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
         export.export(plan, str(output))
@@ -286,14 +304,219 @@ def test_existing_output_needs_overwrite_and_survives_a_failure(tmp_path, monkey
     with pytest.raises(export.VerificationError):
         export.export(plan, str(output), overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["model"]  # No partial directory.
-    assert (output / "keep.txt").read_text() == "old model"
+    assert _tree(output) == old
 
     monkeypatch.undo()
     export.export(plan, str(output), overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["model"]
-    assert not (output / "keep.txt").exists()
-    assert (output / "saved_model.pb").exists()
+    assert (output / "saved_model.pb").read_bytes() != old["saved_model.pb"]
+    assert not (output / "variables" / "variables.index").read_bytes() == b"old"
     assert oct(os.stat(output).st_mode & 0o777) != oct(0o700)
+
+
+def _never_built(monkeypatch):
+    def build_model(*args, **kwargs):
+        raise AssertionError("the model was built before the output was refused")
+
+    monkeypatch.setattr(export, "build_model", build_model)
+
+
+USERS_FOLDER = {"README.md": b"# mine", "src/code.py": b"print('mine')", "notes.txt": b"x"}
+
+
+@pytest.mark.parametrize("flags", [{"overwrite": True}, {"overwrite_any_saved_model": True}])
+def test_overwrite_refuses_a_folder_of_the_users_files(tmp_path, monkeypatch, flags):
+    output = tmp_path / "myproject"
+    for relative, data in USERS_FOLDER.items():
+        (output / relative).parent.mkdir(parents=True, exist_ok=True)
+        (output / relative).write_bytes(data)
+    _never_built(monkeypatch)
+    plan = export.plan("MobileNetV2", "feature_vector", 32, "none")
+    with pytest.raises(UserError) as refused:
+        export.export(plan, str(output), **flags)
+    message = str(refused.value)
+    assert f"--output={output} holds 3 entries and no saved_model.pb: README.md, notes.txt, src/;" in message
+    assert "\n" not in message
+    assert _tree(output) == {k.replace("/", os.sep): v for k, v in USERS_FOLDER.items()}
+    assert sorted(os.listdir(tmp_path)) == ["myproject"]
+
+
+def _saved_model_of_someone_else(directory):
+    (directory / "variables").mkdir(parents=True)
+    (directory / "saved_model.pb").write_bytes(b"their graph")
+    (directory / "variables" / "variables.index").write_bytes(b"theirs")
+    return _tree(directory)
+
+
+def _staging(tmp_path, name="model"):
+    staging = tmp_path / f".{name}.partial-test"
+    staging.mkdir()
+    (staging / "saved_model.pb").write_bytes(b"new graph")
+    return staging
+
+
+def test_a_saved_model_hubexport_did_not_write_needs_the_second_flag(tmp_path, monkeypatch):
+    output = tmp_path / "model"
+    theirs = _saved_model_of_someone_else(output)
+    _never_built(monkeypatch)
+    plan = export.plan("MobileNetV2", "feature_vector", 32, "none")
+    with pytest.raises(UserError, match="is a SavedModel that hubexport did not write .* pass "
+                                        "--overwrite_any_saved_model"):
+        export.export(plan, str(output), overwrite=True)
+    assert _tree(output) == theirs
+    # A provenance file that is not hubexport's (not a JSON object of its format)
+    # does not make it hubexport's.
+    (output / "assets.extra").mkdir()
+    for text in ("[1, 2]", "not json", '{"format": "other/1"}'):
+        (output / export.PROVENANCE_FILE).write_text(text)
+        with pytest.raises(UserError, match="did not write"):
+            export.check_output(str(output), overwrite=True)
+    export._install(str(_staging(tmp_path)), str(output), overwrite_any_saved_model=True)
+    assert _tree(output) == {"saved_model.pb": b"new graph"}
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_an_empty_directory_is_replaced_with_overwrite(tmp_path):
+    output = tmp_path / "model"
+    output.mkdir()
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        export.check_output(str(output))
+    export._install(str(_staging(tmp_path)), str(output), overwrite=True)
+    assert _tree(output) == {"saved_model.pb": b"new graph"}
+
+
+def test_an_output_that_is_or_holds_an_input_is_refused(keras, tmp_path, monkeypatch):
+    weights = tmp_path / "MobileNetV2.weights.h5"
+    weights.write_bytes(b"not read: refused before")
+    plan = export.plan("MobileNetV2", "feature_vector", 32, str(weights))
+    _never_built(monkeypatch)
+    for output, word in ((tmp_path, "contains"), (weights, "is")):
+        with pytest.raises(UserError, match=f"--output={output} {word} the input {weights}; "):
+            export.export(plan, str(output), overwrite_any_saved_model=True)
+    # Even when the folder is an export of hubexport's (the labels beside it).
+    labels = tmp_path / "export" / "labels.txt"
+    _old_export(tmp_path / "export")
+    labels.write_text("cat\n")
+    with pytest.raises(UserError, match="contains the input"):
+        export.export(plan, str(tmp_path / "export"), overwrite=True, inputs=(str(labels),))
+    assert weights.read_bytes() == b"not read: refused before" and labels.exists()
+
+
+def test_the_output_is_checked_again_when_it_is_moved_into_place(tmp_path):
+    """A user's folder that appeared (or changed) during a long export is kept."""
+    output = tmp_path / "model"
+    staging = _staging(tmp_path)
+    export.check_output(str(output), overwrite=True)  # What export() saw at the start.
+    (output / "src").mkdir(parents=True)
+    (output / "src" / "code.py").write_text("mine")
+    with pytest.raises(UserError, match="holds 1 entry and no saved_model.pb: src/"):
+        export._install(str(staging), str(output), overwrite=True)
+    assert _tree(output) == {os.path.join("src", "code.py"): b"mine"}
+    assert sorted(os.listdir(tmp_path)) == [".model.partial-test", "model"]
+
+
+def _delete_then_rename(staging, output, **replace):
+    """The unsafe way to replace an export, which the test below must catch."""
+    import shutil
+
+    shutil.rmtree(output)
+    os.rename(staging, output)
+
+
+def _fake_export_steps(monkeypatch):
+    """export() without TensorFlow: its steps write small files."""
+    import types
+
+    monkeypatch.setattr(export, "build_model", lambda plan, log: types.SimpleNamespace(model=None))
+    monkeypatch.setattr(export, "_save", lambda built, plan, d: _staged(d))
+    monkeypatch.setattr(export, "_load", lambda directory: None)
+    monkeypatch.setattr(export, "verify", lambda *args: 0.0)
+    monkeypatch.setattr(export, "_write_provenance", lambda d, *args: _old_export(
+        __import__("pathlib").Path(d), {"saved_model.pb": b"new graph"}))
+
+
+def _staged(directory):
+    with open(os.path.join(directory, "saved_model.pb"), "wb") as f:
+        f.write(b"new graph")
+
+
+@pytest.mark.parametrize("install,survives", [(None, True), (_delete_then_rename, False)])
+def test_a_failure_inside_the_final_move_leaves_the_previous_export_whole(
+        tmp_path, monkeypatch, install, survives):
+    output = tmp_path / "model"
+    old = _old_export(output, {"saved_model.pb": b"old graph", "variables/variables.index": b"i",
+                               "variables/variables.data-00000-of-00001": b"w" * 1000})
+    _fake_export_steps(monkeypatch)
+    if install:  # The unsafe replacement fails this test: it must.
+        monkeypatch.setattr(export, "_install", install)
+    rename = os.rename
+    moves = []
+
+    def rename_failing_the_move_in(source, destination):
+        moves.append(os.path.basename(source))
+        if ".partial-" in os.path.basename(source):  # staging -> output
+            raise OSError(28, "No space left on device (injected)")
+        return rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", rename_failing_the_move_in)
+    plan = export.plan("MobileNetV2", "feature_vector", 32, "none")
+    with pytest.raises(OSError, match="injected"):
+        export.export(plan, str(output), overwrite=True)
+    assert any(".partial-" in move for move in moves)  # It did fail inside the move.
+    assert (output.exists() and _tree(output) == old) is survives
+    if survives:
+        # Moved aside, the failed move in, moved back.
+        assert [".partial-" in move for move in moves] == [False, True, False]
+        assert sorted(os.listdir(tmp_path)) == ["model"]  # No staging, no retired directory.
+
+
+def _verify_against(expected, actual, tmp_path):
+    """export.verify of a fake reload that answers `actual` where Keras answers `expected`."""
+    import types
+
+    import tensorflow as tf
+
+    expected, actual = (np.asarray(a, dtype=np.float32) for a in (expected, actual))
+    loaded = lambda images: tf.constant(actual)  # noqa: E731
+    loaded.serve = loaded
+    loaded.signatures = {"serving_default": lambda images: {"feature_vector": tf.constant(actual)}}
+    source = types.SimpleNamespace(reference_preprocess_input=lambda: lambda x: x)
+    plan = types.SimpleNamespace(architecture=None, keras_model=source, task="feature_vector",
+                                 labels=None, jit_compile=False, describe=lambda: "fake")
+    built = types.SimpleNamespace(size=(2, 2), output_size=expected.shape[1], as_saved=None,
+                                  activation=None)
+    return export.verify(loaded, lambda x: tf.constant(expected), plan, built)
+
+
+def test_verification_refuses_a_difference_just_above_the_relative_tolerance(tmp_path):
+    assert export.TOLERANCE == 1e-4
+    # Largest magnitude 10: relative 1.01e-4 is 1.01e-3 absolute, so an
+    # absolute tolerance, or a looser one, lets the first through.
+    expected = [[10.0, 0.0, -3.0], [1.0, 2.0, 0.5]]
+    above = [[10.0, 1.01e-3, -3.0], [1.0, 2.0, 0.5]]
+    below = [[10.0, 0.99e-3, -3.0], [1.0, 2.0, 0.5]]
+    with pytest.raises(export.VerificationError, match="by 1.01e-04 .relative., more than 1e-04"):
+        _verify_against(expected, above, tmp_path)
+    assert _verify_against(expected, below, tmp_path) == pytest.approx(0.99e-4, rel=1e-3)
+
+
+@pytest.mark.parametrize("where", ["export", "reference"])
+def test_verification_refuses_nan(tmp_path, where):
+    good = [[1.0, 2.0], [3.0, 4.0]]
+    nan = [[1.0, float("nan")], [3.0, 4.0]]
+    expected, actual = (good, nan) if where == "export" else (nan, good)
+    with pytest.raises(export.VerificationError, match="differs from the Keras model by nan"):
+        _verify_against(expected, actual, tmp_path)
+
+
+def test_a_read_only_output_parent_is_refused_before_the_build(tmp_path, monkeypatch,
+                                                                read_only_dir):
+    _never_built(monkeypatch)
+    output = os.path.join(read_only_dir, "new", "model")
+    plan = export.plan("MobileNetV2", "feature_vector", 32, "none")
+    with pytest.raises(UserError, match=f"--output={output} cannot be written: {read_only_dir} "
+                                        "is not writable"):
+        export.export(plan, output)
 
 
 def test_interrupt_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -152,3 +152,29 @@ def test_an_interrupted_run_leaves_nothing_partial_and_resumes(tmp_path, capsys)
     with pytest.raises(UserError, match="'tfsm', which is not a check"):
         catalog.export_all(configs, str(out), {"weights": "none"}, min_size=True,
                            skip_checks=lambda plan: ("tfsm",))
+
+
+def test_export_all_refuses_to_replace_a_folder_that_hubexport_did_not_write(tmp_path, capsys):
+    configs = _configs(tmp_path / "configs")
+    out = tmp_path / "models"
+    (out / "v3small_fv").mkdir(parents=True)
+    (out / "v3small_fv" / "code.py").write_text("mine")
+    args = ["export_all", f"--config_dir={configs}", f"--output_dir={out}", "--weights=none",
+            "--min_size", "--task=feature_vector", "--nocheck_exports"]
+    for flag in ("--overwrite", "--overwrite_any_saved_model"):
+        assert run(*args, flag) == 1
+        said = capsys.readouterr().out
+        assert "1 models (feature_vector): 0 done before, 1 refused, 0 to run" in said
+        assert "holds 1 entry and no saved_model.pb: code.py;" in said
+        assert (out / "v3small_fv" / "code.py").read_text() == "mine"
+
+
+def test_export_all_refuses_an_output_that_holds_its_config(tmp_path, capsys):
+    out = tmp_path / "models"
+    out.mkdir()
+    configs = _configs(out / "v3small_fv")
+    assert run("export_all", f"--config_dir={configs}", f"--output_dir={out}", "--weights=none",
+               "--min_size", "--task=feature_vector", "--overwrite_any_saved_model") == 1
+    said = capsys.readouterr().out
+    assert f"{out / 'v3small_fv'} contains the input {configs}/v3small_fv.toml" in said
+    assert sorted(os.listdir(out / "v3small_fv")) == ["v2_classifier.toml", "v3small_fv.toml"]

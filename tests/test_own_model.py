@@ -249,3 +249,52 @@ def test_model_card_and_package(tagger_export, tmp_path, capsys):
     assert {"saved_model.pb", "variables/variables.index", "assets/labels.txt",
             "assets.extra/model_card.md"} <= names
     assert "fingerprint.pb" not in names
+
+
+@pytest.fixture(scope="module")
+def damaged(keras, tmp_path_factory):
+    """Files as a failed download leaves them: name -> path (tiny Dense models)."""
+    directory = tmp_path_factory.mktemp("damaged")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    files = {"random.keras": os.urandom(2048), "random.weights.h5": os.urandom(2048)}
+    for name in ("model.keras", "model.h5", "model.weights.h5"):
+        path = str(directory / name)
+        model.save_weights(path) if name.endswith(".weights.h5") else model.save(path)
+        with open(path, "rb") as f:
+            whole = f.read()
+        files[f"truncated_{name}"] = whole[: len(whole) // 2]
+    import io
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.txt", "not a model")
+    files["no_config.keras"] = archive.getvalue()
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    return {name: str(directory / name) for name in files}
+
+
+@pytest.mark.parametrize("flag,name,said", [
+    ("keras_model", "random.keras", "is not a valid .keras file: File is not a zip file"),
+    ("keras_model", "truncated_model.keras", "is not a valid .keras file: File is not a zip"),
+    ("keras_model", "no_config.keras", "is not a valid .keras file: it holds no config.json"),
+    ("keras_model", "truncated_model.h5", "is truncated or not an HDF5 file: "),
+    ("weights", "truncated_model.weights.h5", "is truncated or not an HDF5 file: "),
+    ("weights", "random.weights.h5", "is truncated or not an HDF5 file: "),
+])
+def test_a_damaged_file_is_named_for_what_it_is(damaged, flag, name, said, capsys):
+    from absl import flags
+    from absl.testing import flagsaver
+
+    from hubexport import cli
+
+    source = (["--keras_model", damaged[name], "--preprocessing=unit"] if flag == "keras_model"
+              else ["--architecture=MobileNetV2", "--image_size=32", f"--weights={damaged[name]}"])
+    with flagsaver.flagsaver():
+        argv = flags.FLAGS(["hubexport", "export", *source, "--task=classification",
+                            f"--output={os.path.dirname(damaged[name])}/out"])
+        assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"hubexport: error: --{flag}={damaged[name]} {said}"), error
+    assert "\n" not in error and "File not found" not in error and "does not match" not in error

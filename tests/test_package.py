@@ -136,10 +136,17 @@ def test_refuses_a_directory_that_is_not_a_saved_model(tmp_path, missing, named)
     assert not os.path.exists(model + ".tar.gz")
 
 
+def _old_archive(model):
+    """An archive `package` wrote before (of other files), as bytes on disk."""
+    package.package(model)
+    return open(model + ".tar.gz", "rb").read()
+
+
 def test_existing_output_is_refused_and_kept_unless_overwrite(tmp_path, monkeypatch):
     model = make_tree(tmp_path / "model")
     output = tmp_path / "model.tar.gz"
-    output.write_bytes(b"old archive")
+    old = _old_archive(make_tree(tmp_path / "other", {**FILES, "assets/x.txt": b"x"}))
+    os.rename(tmp_path / "other.tar.gz", output)
     written = []
     write_archive = package.write_archive
     monkeypatch.setattr(package, "write_archive",
@@ -147,19 +154,73 @@ def test_existing_output_is_refused_and_kept_unless_overwrite(tmp_path, monkeypa
 
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
         package.package(model)
-    assert output.read_bytes() == b"old archive"
+    assert output.read_bytes() == old
     assert not written  # Refused before any work.
 
     package.package(model, overwrite=True)
     assert written
-    assert "saved_model.pb" in members(str(output))
+    assert "saved_model.pb" in members(str(output)) and "assets/x.txt" not in members(str(output))
+
+
+def _user_tar(path, files, **tar_kwargs):
+    """A .tar.gz as `tar -czf` makes it: real mtimes, the user's name."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.uname = len(data), 1700000000, "alice"
+            tar.addfile(info, io.BytesIO(data))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("make,named", [
+    (lambda path: (path.write_bytes(b"my notes"), b"my notes")[1], "not a gzipped tar file"),
+    (lambda path: _user_tar(path, {"src/code.py": b"print(1)"}),
+     "a gzipped tar without saved_model.pb at its root, holding src/code.py"),
+])
+def test_overwrite_refuses_a_file_that_is_not_an_archive_of_a_saved_model(tmp_path, make, named):
+    model = make_tree(tmp_path / "model")
+    output = tmp_path / "model.tar.gz"
+    before = make(output)
+    for flags in ({"overwrite": True}, {"overwrite_any_saved_model": True}):
+        with pytest.raises(UserError) as refused:
+            package.package(model, **flags)
+        assert named in str(refused.value) and "\n" not in str(refused.value)
+        assert output.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model", "model.tar.gz"]
+
+
+def test_an_archive_package_did_not_write_needs_overwrite_any_saved_model(tmp_path):
+    model = make_tree(tmp_path / "model")
+    output = tmp_path / "model.tar.gz"
+    before = _user_tar(output, {"saved_model.pb": b"graph", "notes.txt": b"mine"})
+    with pytest.raises(UserError, match="did not write; pass --overwrite_any_saved_model"):
+        package.package(model, overwrite=True)
+    assert output.read_bytes() == before
+    package.package(model, overwrite_any_saved_model=True)
+    assert "notes.txt" not in members(str(output))
+
+
+def test_output_that_appears_during_the_write_is_checked_again(tmp_path, monkeypatch):
+    model = make_tree(tmp_path / "model")
+    output = tmp_path / "model.tar.gz"
+    write_archive = package.write_archive
+
+    def user_saves_a_file_meanwhile(*args):
+        write_archive(*args)
+        output.write_bytes(b"my notes")
+
+    monkeypatch.setattr(package, "write_archive", user_saves_a_file_meanwhile)
+    with pytest.raises(UserError, match="not a gzipped tar file"):
+        package.package(model, overwrite=True)
+    assert output.read_bytes() == b"my notes"
+    assert sorted(os.listdir(tmp_path)) == ["model", "model.tar.gz"]
 
 
 @pytest.mark.parametrize("interrupt", [OSError("disk full"), KeyboardInterrupt()])
 def test_failure_mid_write_leaves_no_partial_archive(tmp_path, monkeypatch, interrupt):
     model = make_tree(tmp_path / "model")
     output = tmp_path / "model.tar.gz"
-    output.write_bytes(b"old archive")
+    old = _old_archive(model)
     calls = []
     addfile = tarfile.TarFile.addfile
 
@@ -174,7 +235,7 @@ def test_failure_mid_write_leaves_no_partial_archive(tmp_path, monkeypatch, inte
         package.package(model, overwrite=True)
 
     assert len(calls) == 3  # It did fail mid-write.
-    assert output.read_bytes() == b"old archive"
+    assert output.read_bytes() == old
     assert sorted(os.listdir(tmp_path)) == ["model", "model.tar.gz"]
 
 

@@ -380,8 +380,8 @@ def _interrupt_on_sigterm():
 
 
 def _help_shows_our_flags():
-    # absl's --help prints __main__'s docstring and the key flags of the
-    # module named by sys.argv[0], which for a console script is the wrapper.
+    # For --helpfull (absl's; --help is help_text): absl prints __main__'s docstring
+    # and the flags of the module named by sys.argv[0], for a console script the wrapper.
     sys.modules["__main__"].__doc__ = __doc__
     for holder in _FLAGS:
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
@@ -469,6 +469,7 @@ def run():
         if "--helpfull" in sys.argv[1:] and e.code == 1:
             sys.exit(0)
         raise
+
 
 if __name__ == "__main__":
     run()

@@ -41,7 +41,7 @@ SOFTMAX_SUM_TOLERANCE = 1e-3
 SERVING_TOLERANCE = 1e-4  # Relative; serving_default vs. __call__ (the export's own).
 MOMENTUM = "batch_norm_momentum"
 MOMENTUM_PROBES = (0.0, 0.5)  # Far from 1, so the moving means move far.
-MOMENTUM_TOLERANCE = 1e-3  # Relative; a moving mean's move vs. (1 - momentum) of it.
+MOMENTUM_RATIO_TOLERANCE = 0.05  # Of the median ratio of two moves; see _momentum_findings.
 SECOND_SIZE_BATCH = 2  # Images per call at the second size.
 FINE_TUNING_LEARNING_RATE = 0.5  # High, so one step moves every weight.
 TF1_HUB_FILE = "tfhub_module.pb"
@@ -1130,41 +1130,37 @@ def _momentum_findings(ctx, spec):
     """With momentum m, a training call moves each moving mean by 1 - m of its
     distance to the batch mean: at m = 0.5 half as far as at m = 0.
 
-    A move that differs is only counted if a second call at m = 0 repeats it:
-    dropout that draws new masks on every call (tf_keras' stateful RNG) changes
-    the batch means behind it.
+    Judged on the median over the moving means of each one's ratio of the two
+    moves, within MOMENTUM_RATIO_TOLERANCE: in a deep network with random
+    weights the batch means of the two calls themselves drift apart layer by
+    layer (ResNetRS420 at 32x32: 7 of its moving means moved 0.48 times as
+    far, not 0.50), while a keyword that is ignored moves them all as far
+    (ratio 1).
     """
     low, high = MOMENTUM_PROBES
     means = _moving_means(ctx)
     full, part = (_mean_moves(ctx, means, spec, m) for m in MOMENTUM_PROBES)
     hint = (f"set the momentum of every batch norm layer to {MOMENTUM} while tracing "
             "(as hubexport.reusable does), or remove the keyword")
-    if not any(np.any(move) for move in full):
+    ratio, moved = median_ratio(part, full)
+    if not moved:
         yield error(f"obj(images, training=True, {MOMENTUM}={low}) moves none of the "
                     f"{len(means)} batch-norm moving means", hint)
         return
     factor = (1 - high) / (1 - low)
-    wrong = _disproportionate(ctx, means, spec, full, part, factor)
-    if wrong:
-        ratio = _fitted_ratio([part[i] for i in wrong], [full[i] for i in wrong])
-        names = _names([means[i][0] for i in wrong])
+    if not abs(ratio - factor) <= MOMENTUM_RATIO_TOLERANCE:
         yield error(
-            f"with training=True, {MOMENTUM}={high} moved "
-            f"{_count(len(wrong), 'batch-norm moving mean')} ({names}) {ratio:.2f} times "
-            f"as far as {MOMENTUM}={low}; expected {factor:.2f}, as a moving mean moves "
-            "by 1 - momentum of its distance to the batch mean", hint)
+            f"with training=True, {MOMENTUM}={high} moved the batch-norm moving means "
+            f"{ratio:.2f} times as far as {MOMENTUM}={low} (the median of "
+            f"{_count(moved, 'moving mean')}); expected {factor:.2f}, as a moving "
+            "mean moves by 1 - momentum of its distance to the batch mean", hint)
 
 
-def _disproportionate(ctx, means, spec, full, part, factor):
-    """Indices of the means whose `part` move is not `factor` times the `full` one,
-    and whose full move a second call repeats (so the batch mean was the same)."""
-    wrong = [i for i, (a, b) in enumerate(zip(part, full))
-             if not export.relative_difference(a, factor * b) <= MOMENTUM_TOLERANCE]
-    if not wrong:
-        return []
-    again = _mean_moves(ctx, means, spec, MOMENTUM_PROBES[0])
-    return [i for i in wrong
-            if export.relative_difference(again[i], full[i]) <= MOMENTUM_TOLERANCE]
+def median_ratio(moves, reference):
+    """(the median over variables of each one's fitted ratio moves ~ f * reference,
+    how many moved in `reference`); (nan, 0) when none did."""
+    ratios = [_fitted_ratio([m], [r]) for m, r in zip(moves, reference) if np.any(r)]
+    return (float(np.median(ratios)) if ratios else float("nan")), len(ratios)
 
 
 def _mean_moves(ctx, means, spec, momentum):

@@ -30,8 +30,11 @@ OVERRIDES = {"weights": "none"}
 SHARD = os.environ.get("HUBEXPORT_SHARD")
 PLANS = catalog.select_shard(catalog.catalog_plans(ROOT, OVERRIDES, min_size=True), SHARD,
                              lambda p: catalog.estimate(p[2])[1])
+# The checks that run the model's training=True trace (the first run of it
+# prepares the function: most of a check's time), e.g. hyperparameter_effects
+# 5-22s per model at 32x32 when it came first (CI, session 13).
 FINE_TUNING_CHECKS = ("training_call", "training_gradients", "hub_fine_tuning", "tfsm_layer",
-                      "serve_training_mode")
+                      "serve_training_mode", "hyperparameter_effects")
 
 
 def _first_of_each_module():

@@ -18,11 +18,10 @@ described first. What is compared:
                (export.export(keep_loaded=True), as export_all's workers do).
   identity_eq  tf.saved_model.save of a Keras application with TensorFlow's
                default Tensor == against tensors compared by identity, which
-               is what hubexport does (export._tensors_compared_by_identity).
+               is what hubexport does (export.write._tensors_compared_by_identity).
 """
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -30,6 +29,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+from hubexport.batch import memory
 
 # One export + check in a child process; prints one JSON line of seconds.
 _CHILD = """
@@ -41,7 +42,7 @@ name, task, output, compare, setting = sys.argv[1:]
 if compare == "grappler" and setting == "baseline":
     grappler.disabled = contextlib.nullcontext
 if compare == "identity_eq" and setting == "baseline":
-    export._tensors_compared_by_identity = lambda enabled: contextlib.nullcontext()
+    export.write._tensors_compared_by_identity = lambda enabled: contextlib.nullcontext()
 shared = compare == "shared_load" and setting == "candidate"
 arch = ARCHITECTURES[name]
 result = export.export(export.plan(name, task, arch.min_size, "none"), output,
@@ -58,9 +59,9 @@ print(json.dumps({
 
 def machine():
     cores = os.cpu_count()
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        memory = f"{int(f.readline().split()[1]) / 2**20:.0f} GiB"
-    return (f"{platform.machine()}, {cores} cores, {memory}, "
+    total = memory.total()  # MemTotal.
+    ram = f"{total / memory.GIB:.0f} GiB" if total else "?"
+    return (f"{platform.machine()}, {cores} cores, {ram}, "
             f"Python {platform.python_version()}")
 
 

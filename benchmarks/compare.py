@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 
+from hubexport.batch import memory
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MB = 1e6
 
@@ -280,18 +282,18 @@ def run_child(mode, *args, required=True):
 
 
 def machine():
-    cpu = memory = "?"
+    cpu = "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        memory = f"{int(f.readline().split()[1]) / 2**20:.0f} GiB"
+    total = memory.total()  # MemTotal.
+    ram = f"{total / memory.GIB:.0f} GiB" if total else "?"
     versions = subprocess.run(
         [sys.executable, "-c", "import tensorflow as tf, keras, tf_keras, tensorflow_hub as h;"
          "print(f'TF {tf.__version__}, Keras {keras.__version__}, tf_keras {tf_keras.__version__}, "
          "tensorflow_hub {h.__version__}')"], capture_output=True, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.strip()
     load = os.getloadavg()[0]
-    return (f"{cpu}, {os.cpu_count()} cores, {memory}, load {load:.1f} at start; "
+    return (f"{cpu}, {os.cpu_count()} cores, {ram}, load {load:.1f} at start; "
             f"Python {platform.python_version()}, {versions}")
 
 

@@ -3,174 +3,53 @@
     code = catalog.export_all("export_configs", "models", jobs=2, log=print)
     code = catalog.check_all(["models"], jobs=2, log=print)
 
-Both run their models in worker processes (hubexport.runner), take
-`shard="I/N"` (a CI matrix of N machines, each running shard I), print a
-progress line per model and end with a summary table.
+Both run their models in worker processes (hubexport.batch.scheduler), take
+`shard="I/N"` (a CI matrix of N machines, each running shard I;
+hubexport.batch.shards), print a progress line per model and end with a
+summary table.
 
-export_all is resumable. Every export records a request key in its
-provenance (export.request_key: the config as planned, the weights' sha256
-and the library versions), and after its check a record in
-OUTPUT_DIR/.hubexport/NAME.json. A model whose output holds the same key and
-whose record exists is not redone; one exported but not yet checked is only
-checked. An export is written beside its output and moved into place only
-when verified, so an interrupted run leaves nothing partial; the next run
-removes what a killed worker left behind and goes on where the last one
-stopped. An output from another config, weights or library version is
-replaced only with --overwrite.
+export_all is resumable (hubexport.batch.state): a model already exported
+from the same config, weights and library versions, and checked, is not
+redone; one exported but not yet checked is only checked. An export is
+written beside its output and moved into place only when verified, so an
+interrupted run leaves nothing partial; the next run removes what a killed
+worker left behind and goes on where the last one stopped. An output from
+another config, weights or library version is replaced only with --overwrite.
+
+Every model's job runs within a time and a memory limit (limits.Limits;
+export_all: limits.EXPORT_TIMEOUT_S for its export and check together,
+check: limits.DEFAULT_TIMEOUT_S): past either, its worker is killed and
+the model FAILED, naming the export or the check that was running (with
+the report of the checks that ended); the others go on.
 """
 
-import contextlib
 import dataclasses
-import fcntl
-import json
 import os
-import shutil
 import sys
 
+from hubexport import atomic, checker, reports
+from hubexport import architectures, export
 from hubexport import config as config_lib
-from hubexport import architectures, checker, export, reports, runner
+from hubexport.batch import limits as limits_lib
+from hubexport.batch import scheduler, state
+from hubexport.batch.estimates import estimate, estimate_check
+from hubexport.batch.shards import parse_shard, select_shard
+from hubexport.batch.state import STATE_DIR, Row
 from hubexport.errors import UserError
 
-STATE_DIR = ".hubexport"
-GIB = runner.GIB
-
-
-def parse_shard(spec):
-    """"I/N" -> (I, N), with 0 <= I < N."""
-    try:
-        index, count = (int(part) for part in spec.split("/"))
-        if not 0 <= index < count:
-            raise ValueError
-    except ValueError:
-        raise UserError(
-            f"--shard={spec} is not a shard; allowed: I/N with 0 <= I < N, e.g. "
-            "--shard=0/4 for the first of four machines"
-        ) from None
-    return index, count
-
-
-def select_shard(items, spec, cost):
-    """The items of shard `spec` ("I/N", or None for all), in their order.
-
-    Every machine computes the same split: items in order of decreasing
-    cost(item), each to the shard with the least cost so far, so the shards
-    take about equally long.
-    """
-    if spec is None:
-        return list(items)
-    index, count = parse_shard(spec)
-    totals = [0.0] * count
-    mine = set()
-    for position, item in sorted(enumerate(items), key=lambda p: (-cost(p[1]), p[0])):
-        shard = totals.index(min(totals))
-        totals[shard] += cost(item)
-        if shard == index:
-            mine.add(position)
-    return [item for position, item in enumerate(items) if position in mine]
-
-
-# Peak memory and seconds of an export and its check, fitted to the catalog
-# run on 2 cores (BUILD_NOTES.md): a worker with TensorFlow, Keras, tf_keras
-# and tensorflow_hub loaded and a small model traced (DenseNet121 at 32x32
-# peaked at 2.1 GB), ~40 bytes per parameter and 2.5 MB per layer (the model,
-# its traced and reloaded copies, gradients) and the activations of the
-# check's gradient steps, growing with their pixels (checker.gradient_batch
-# images) and layers (EfficientNetB7 at 600x600, one image: 14.0 GB, 14.8
-# estimated); time grows with layers (tracing, saving, loading), parameters,
-# and parameters times pixels (compute; ~1 at 224x224). Estimates order and
-# pack the jobs; they need not be exact, but the memory one should not fall
-# short (the catalog tier compares it with every model's measured peak).
-_BASE_BYTES = 2 * GIB
-_BYTES_PER_PARAMETER = 40
-_BYTES_PER_LAYER = 2.5e6  # EfficientNetB7 at 32x32 (813 layers): 6.7 GB.
-_BYTES_PER_STEP_PIXEL_LAYER = 27
-_OTHER_LAYERS = 200  # A model not in the table: a mid-sized application's depth.
-_SECONDS = 6.0
-_SECONDS_PER_LAYER = 0.08
-_SECONDS_PER_MEGAPARAMETER = 0.2
-_SECONDS_PER_MEGAPARAMETER_AT_224 = 0.2
-
-
-def estimate(plan):
-    """(peak bytes, seconds) expected for exporting and checking `plan`."""
-    if plan.architecture is None:  # An own model: its file is about its weights.
-        return _estimate(os.path.getsize(plan.keras_model.path) / 4, _OTHER_LAYERS,
-                         plan.image_size)
-    return _estimate(plan.architecture.params * 1e6, plan.architecture.layers,
-                     plan.image_size)
-
-
-def estimate_check(path, size_on_disk):
-    """(peak bytes, seconds) expected for checking the SavedModel at `path`.
-
-    From the architecture table and the size in the provenance of a hubexport
-    export, else from the bytes on disk (about 4 per parameter) at 224x224,
-    the size the checker calls a free-size model at without provenance.
-    """
-    provenance = export.read_provenance(path)
-    provenance = provenance if isinstance(provenance, dict) else {}
-    arch = architectures.ARCHITECTURES.get(provenance.get("architecture"))
-    size = provenance.get("image_size")
-    size = max(size) if isinstance(size, list) else size
-    if not isinstance(size, int) or size <= 0:
-        size = None
-    if arch:
-        return _estimate(arch.params * 1e6, arch.layers, size)
-    return _estimate(size_on_disk / 4, _OTHER_LAYERS, size)
-
-
-def _estimate(parameters, layers, size):
-    size = size or 224
-    pixels = size**2
-    step_pixels = checker.gradient_batch(size, size) * pixels
-    memory = (_BASE_BYTES + _BYTES_PER_PARAMETER * parameters + _BYTES_PER_LAYER * layers
-              + _BYTES_PER_STEP_PIXEL_LAYER * step_pixels * layers)
-    megaparameters = parameters / 1e6
-    seconds = (_SECONDS + _SECONDS_PER_LAYER * layers
-               + _SECONDS_PER_MEGAPARAMETER * megaparameters
-               + _SECONDS_PER_MEGAPARAMETER_AT_224 * megaparameters * pixels / 224**2)
-    return int(memory), seconds
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One model's line in the summary."""
-
-    name: str
-    status: str  # "exported", "checked", "done before", "FAILED" or "not finished".
-    seconds: float = 0.0
-    size: int | None = None
-    peak: int | None = None  # Bytes: the worker's peak resident memory.
-    start: int | None = None  # Bytes: the worker's resident memory as the job began.
-    verdict: str = ""  # "CONFORMS", "FAILS" or "" when not checked.
-    error: str = ""
-    report: dict | None = None  # The model's entry of reports.to_json.
-    key: str = ""  # export.request_key of the export.
-
-    @property
-    def failed(self):
-        return self.status == "FAILED" or self.verdict == "FAILS"
-
-
-@contextlib.contextmanager
-def _lock(state_dir):
-    os.makedirs(state_dir, exist_ok=True)
-    with open(os.path.join(state_dir, "lock"), "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"another hubexport export_all is writing {os.path.dirname(state_dir)}; "
-                "wait for it to finish or choose another --output_dir"
-            ) from None
-        yield
+# The names of hubexport.batch that callers use as catalog.NAME.
+__all__ = ["STATE_DIR", "Row", "catalog_plans", "check_all", "estimate", "estimate_check",
+           "export_all", "parse_shard", "saved_models", "select_shard", "summary"]
 
 
 def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwrite=False,
                overwrite_any_saved_model=False, jobs=1, shard=None, memory_budget=None, check=True, skip_checks=(),
-               task=None, json_report=None, log=print):
+               task=None, json_report=None, log=print, limits=None):
     """`hubexport export_all`; returns the exit code (1 if a model failed).
 
+    limits: a batch.limits.Limits for each model's export and check (default:
+      limits.default_limits(limits.EXPORT_TIMEOUT_S)); a model past
+      either FAILED, its leftovers removed.
     task: only the configs of this task (None: all).
     overwrite, overwrite_any_saved_model: which existing outputs may be
       replaced (export.check_output's rule); any other is refused, untouched.
@@ -180,19 +59,7 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
     """
     if task is not None:
         architectures.check_task(task)
-    if not check and skip_checks:
-        raise UserError(
-            "--skip_checks has no effect with --nocheck_exports (no check runs); "
-            "drop one of them"
-        )
-    # What the checks of this run leave out, per model: all of them without checks.
-    names = None if callable(skip_checks) else checker.check_names(skip_checks)
-
-    def skipped_for(plan):
-        if not check:
-            return tuple(c.name for c in checker.all_checks())
-        return names if names is not None else checker.check_names(skip_checks(plan))
-
+    skipped_for = _skips(check, skip_checks)
     plans = catalog_plans(config_dir, overrides or {}, min_size)
     # Sharded first, so that a machine of a matrix runs its shard's configs of
     # each task whichever --task it is given.
@@ -205,34 +72,24 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
         return 0
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
     state_dir = os.path.join(output_dir, STATE_DIR)
-    config_paths = dict(config_lib.catalog(config_dir))
     replace = {"overwrite": overwrite, "overwrite_any_saved_model": overwrite_any_saved_model}
-    with _lock(state_dir):
-        rows, to_run, skipped = {}, [], {}
-        for name, settings, plan in plans:
-            _remove_leftovers(output_dir, name)
-            skipped[name] = skipped_for(plan)
-            inputs = (config_paths[name], settings.get("labels"))
-            rows[name], job = _resume(name, settings, plan, output_dir, state_dir,
-                                      {**replace, "inputs": inputs}, check, skipped[name])
-            if job:
-                to_run.append(job)
-        done = sum(row.status == "done before" for row in rows.values())
-        refused = sum(row.status == "FAILED" for row in rows.values())
-        log(f"{len(plans)} models{f' (shard {shard})' if shard else ''}"
-            + (f" ({task})" if task else "") + f": {done} done before, "
-            + (f"{refused} refused, " if refused else "")
-            + f"{len(to_run)} to run with {jobs} worker{'s' * (jobs != 1)}")
+    with state.lock(state_dir):
+        rows, to_run, skipped = _resumed(plans, config_dir, output_dir, replace, check,
+                                         skipped_for)
+        log(_what_runs(plans, rows, to_run, shard, task, jobs))
 
         def record(outcome):
             name = outcome.job.name
-            rows[name] = _record(outcome, state_dir, rows[name], skipped[name])
+            rows[name] = state.record(outcome, state_dir, rows[name], skipped[name])
+            if rows[name].status == "FAILED":  # A killed worker's staging, at once.
+                state.remove_leftovers(output_dir, name)
             unfinished.discard(name)
 
         unfinished = {job.name for job in to_run}
         try:
-            runner.run(to_run, jobs, log=log, on_outcome=record, memory_budget=memory_budget,
-                       worker_log=os.path.join(state_dir, "workers.log"))
+            scheduler.run(to_run, jobs, log=log, on_outcome=record, memory_budget=memory_budget,
+                          worker_log=os.path.join(state_dir, "workers.log"),
+                          limits=limits or limits_lib.default_limits(limits_lib.EXPORT_TIMEOUT_S))
         except KeyboardInterrupt:  # Say what finished (the next run resumes from it).
             log(summary([dataclasses.replace(rows[name], status="not finished")
                          if name in unfinished else rows[name] for name, _, _ in plans]))
@@ -242,6 +99,51 @@ def export_all(config_dir, output_dir, overrides=None, *, min_size=False, overwr
     if json_report:
         _write_json(json_report, ordered)
     return 1 if any(r.failed for r in ordered) else 0
+
+
+def _skips(check, skip_checks):
+    """A function of a Plan: the names of the checks its model's job leaves out (all
+    of them without checks); refuses an unknown name, or names without checks."""
+    if not check and skip_checks:
+        raise UserError(
+            "--skip_checks has no effect with --nocheck_exports (no check runs); "
+            "drop one of them"
+        )
+    names = None if callable(skip_checks) else checker.check_names(skip_checks)
+
+    def skipped_for(plan):
+        if not check:
+            return tuple(c.name for c in checker.all_checks())
+        return names if names is not None else checker.check_names(skip_checks(plan))
+
+    return skipped_for
+
+
+def _resumed(plans, config_dir, output_dir, replace, check, skipped_for):
+    """({name: Row}, [Job], {name: skipped checks}): what is done and what is left
+    (state.resume), after removing what a killed run left behind."""
+    state_dir = os.path.join(output_dir, STATE_DIR)
+    config_paths = dict(config_lib.catalog(config_dir))
+    rows, to_run, skipped = {}, [], {}
+    for name, settings, plan in plans:
+        state.remove_leftovers(output_dir, name)
+        skipped[name] = skipped_for(plan)
+        inputs = (config_paths[name], settings.get("labels"))
+        rows[name], job = state.resume(name, settings, plan, output_dir, state_dir,
+                                       {**replace, "inputs": inputs}, check, skipped[name])
+        if job:
+            to_run.append(job)
+    return rows, to_run, skipped
+
+
+def _what_runs(plans, rows, to_run, shard, task, jobs):
+    """The line that starts a run: models, done before, refused, to run."""
+    done = sum(row.status == "done before" for row in rows.values())
+    refused = sum(row.status == "FAILED" for row in rows.values())
+    return (f"{len(plans)} models{f' (shard {shard})' if shard else ''}"
+            + (f" ({task})" if task else "") + f": {done} done before, "
+            + (f"{refused} refused, " if refused else "")
+            + f"{len(to_run)} to run with {jobs} worker{'s' * (jobs != 1)}")
 
 
 def catalog_plans(config_dir, overrides, min_size):
@@ -258,104 +160,6 @@ def catalog_plans(config_dir, overrides, min_size):
     return plans
 
 
-def _remove_leftovers(output_dir, name):
-    """What a killed export of `name` left: its staging and retired directories."""
-    if not os.path.isdir(output_dir):
-        return
-    for entry in os.listdir(output_dir):
-        if entry.startswith((f".{name}.partial-", f".{name}.old-")):
-            shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
-
-
-def _resume(name, settings, plan, output_dir, state_dir, replace, check, skip_checks=()):
-    """(Row, Job or None): what is already done for `name`, and what is left.
-
-    replace: export.export's overwrite, overwrite_any_saved_model and inputs
-    (the config and labels files); an output that may not be replaced, or
-    that is or holds an input, is a FAILED row and no job (nothing touched).
-    A record whose check skipped no more than `skip_checks` is done; one that
-    skipped more (or was not checked) is checked again.
-    """
-    output = os.path.join(output_dir, name)
-    key = export.request_key(plan)
-    memory, seconds = estimate(plan)
-    request = {"export": settings, "output": output, **replace,
-               "inputs": list(replace["inputs"]), "check": check,
-               "skip_checks": list(skip_checks)}
-    refusal = export.inputs_refusal(output, (*replace["inputs"], *export.plan_inputs(plan)),
-                                    output)
-    if refusal:
-        return Row(name, "FAILED", error=refusal), None
-    if os.path.exists(output):
-        provenance = export.read_provenance(output) or {}
-        if provenance.get("request_key") == key:
-            record = _read_record(state_dir, name)
-            if (record and record.get("key") == key
-                    and set(record.get("skipped_checks", ())) <= set(skip_checks)):
-                return Row(name, "done before", **record["row"]), None
-            if not check:
-                return Row(name, "done before", size=_bytes(output)), None
-            return Row(name, "checked", key=key), runner.Job(
-                name, {**request, "export": None}, memory, seconds / 2)
-        if not replace["overwrite"] and export.written_by_hubexport(output):
-            return Row(name, "FAILED", error=(
-                f"{output} exists from another config, weights or library version; "
-                "pass --overwrite to replace it")), None
-        refusal = export.replace_refusal(output, replace["overwrite"],
-                                         replace["overwrite_any_saved_model"], output)
-        if refusal:
-            return Row(name, "FAILED", error=refusal), None
-    return Row(name, "exported", key=key), runner.Job(name, request, memory, seconds)
-
-
-def _finished(row, outcome):
-    """`row` with what the worker answered to its job: time, memory, verdict or error."""
-    answer = outcome.answer
-    row = dataclasses.replace(row, seconds=outcome.seconds, peak=answer.get("peak_bytes"),
-                              start=answer.get("start_bytes"))
-    if not answer.get("ok"):
-        return dataclasses.replace(row, status="FAILED", error=answer.get("error", ""))
-    report = answer.get("report")
-    return dataclasses.replace(row, report=report,
-                               verdict=report["verdict"].upper() if report else "")
-
-
-def _record(outcome, state_dir, row, skip_checks=()):
-    """The finished job's Row; a successful one is also recorded for resuming."""
-    row = _finished(row, outcome)
-    if row.status == "FAILED":
-        return row
-    row = dataclasses.replace(row, size=_bytes(outcome.job.request["output"]))
-    fields = {f: getattr(row, f)
-              for f in ("seconds", "size", "peak", "start", "verdict", "report")}
-    _write_atomically(os.path.join(state_dir, f"{row.name}.json"),
-                      {"key": row.key, "skipped_checks": list(skip_checks), "row": fields})
-    return row
-
-
-def _read_record(state_dir, name):
-    try:
-        with open(os.path.join(state_dir, f"{name}.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _write_atomically(path, data):
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(partial, path)
-
-
-def _bytes(directory):
-    return sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(directory) for name in names
-    )
-
-
 def _size(size):
     if size is None:
         return ""
@@ -370,7 +174,7 @@ def summary(rows):
     """The final table: model, what happened, seconds, size, peak memory, verdict."""
     lines = [f"{'model':40} {'status':12} {'seconds':>8} {'size':>10} {'peak':>10}  check"]
     for r in rows:
-        verdict = r.verdict or (f"- ({r.error})" if r.error else "-")
+        verdict = (r.verdict or "-") + (f" ({r.error})" if r.error else "")
         lines.append(f"{r.name:40} {r.status:12} {r.seconds:8.1f} {_size(r.size):>10} "
                      f"{_size(r.peak):>10}  {verdict}")
     failed = sum(r.failed for r in rows)
@@ -380,7 +184,7 @@ def summary(rows):
     lines.append(f"{len(rows)} models, {failed} failed or not conforming, "
                  + (f"{before} done before, " if before else "")
                  + (f"{unfinished} not finished (interrupted), " if unfinished else "")
-                 + f"{runner.duration(seconds)} of work in this run")
+                 + f"{scheduler.duration(seconds)} of work in this run")
     return "\n".join(lines)
 
 
@@ -388,7 +192,7 @@ def _write_json(path, rows):
     data = {"format": "hubexport-export-all/1",
             "models": [{f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
                        for r in rows]}
-    _write_atomically(os.path.abspath(path), data)
+    atomic.write_json(os.path.abspath(path), data)
 
 
 def saved_models(paths):
@@ -414,13 +218,13 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_
               log=print, out=sys.stdout, limits=None):
     """`hubexport check` over many models; returns the exit code.
 
-    With jobs=1 the models are checked one after another, each in a child
-    process within `limits` (checker.run); with more, in worker processes
-    (no limits), and a summary table ends the output.
+    With jobs=1 the models are checked one after another (checker.run);
+    with more, in worker processes, and a summary table ends the output;
+    either way each model within `limits` (default: limits.default_limits()).
     """
     checker.validate(task, json_report, junit_xml, skip_checks)
     models = saved_models(paths)
-    sizes = {path: _bytes(path) for path in models}
+    sizes = {path: state.bytes_on_disk(path) for path in models}
     models = select_shard(models, shard, sizes.get)
     if not models:
         log(f"shard {shard} has no models")
@@ -430,19 +234,7 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_
                            out=out, skip=tuple(skip_checks), limits=limits, log=log)
     request = {"task": task, "strict": strict, "allow_unsafe_ops": allow_unsafe_ops,
                "skip_checks": list(skip_checks)}
-    to_run = []
-    for path in models:
-        memory, seconds = estimate_check(path, sizes[path])
-        to_run.append(runner.Job(path, {**request, "check": path}, memory, seconds / 2))
-
-    def show(outcome):
-        if outcome.answer.get("ok"):
-            out.write(outcome.answer["text"])
-            out.flush()
-
-    outcomes = runner.run(to_run, jobs, log=log, on_outcome=show, memory_budget=memory_budget)
-    rows = [_finished(Row(o.job.name, "checked", size=sizes[o.job.name]), o)
-            for o in outcomes]
+    rows = _checked_in_workers(models, sizes, request, jobs, log, out, memory_budget, limits)
     log(summary(rows))
     model_reports = [reports.from_json(r.report) if r.report
                      else reports.failed(r.name, "worker", r.error, r.seconds) for r in rows]
@@ -451,3 +243,22 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_
     if junit_xml:
         reports.write_junit_xml(model_reports, junit_xml, strict)
     return 1 if any(r.failed for r in rows) else 0
+
+
+def _checked_in_workers(models, sizes, request, jobs, log, out, memory_budget, limits):
+    """The Rows of checking `models` in `jobs` worker processes (request: the
+    worker's check job without its path); each text report goes to `out` as it ends."""
+    to_run = []
+    for path in models:
+        memory, seconds = estimate_check(path, sizes[path])
+        to_run.append(scheduler.Job(path, {**request, "check": path}, memory, seconds / 2))
+
+    def show(outcome):
+        if "text" in outcome.answer:
+            out.write(outcome.answer["text"])
+            out.flush()
+
+    outcomes = scheduler.run(to_run, jobs, log=log, on_outcome=show, memory_budget=memory_budget,
+                             limits=limits or limits_lib.default_limits())
+    return [state.finished(Row(o.job.name, "checked", size=sizes[o.job.name]), o)
+            for o in outcomes]

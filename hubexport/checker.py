@@ -3,14 +3,14 @@
     report = checker.check("/tmp/mobilenet_v2")      # a reports.ModelReport
     code = checker.run(["/tmp/a", "/tmp/b"], junit_xml="checks.xml")
 
-Every check of hubexport.checks runs on every model and every finding is
+Every check of hubexport.check runs on every model and every finding is
 collected: a check whose precondition is missing is reported as skipped with
 the reason, and an exception inside a check becomes an error of that check,
 never a traceback. The model is scanned for unsafe ops (F2) before it is
 loaded, loaded once, and shared by the checks.
 
 This module imports TensorFlow only when a check runs or check names are
-validated (hubexport.checks defines them), so a bad task or report path is
+validated (hubexport.check defines them), so a bad task or report path is
 refused at once.
 """
 
@@ -20,22 +20,10 @@ import tempfile
 import time
 
 from hubexport import grappler, reports
-from hubexport.architectures import TASKS
+from hubexport.contract import TASKS
 from hubexport.errors import UserError, summarize
 
 TASK_CHOICES = ("auto",) + TASKS
-BATCH = 3  # Images per call of a check.
-GRADIENT_PIXELS = BATCH * 224 * 224  # The most pixels one gradient step of a check takes.
-
-
-def gradient_batch(height, width):
-    """Images per gradient step of a check: BATCH, fewer past 224x224 (1 at the least).
-
-    A step keeps every activation for the backward pass: a batch of 3 at
-    600x600 ran EfficientNetB7's gradient out of 24 GiB; a batch of 1 peaks
-    at 14 GB. hubexport.catalog.estimate counts memory with it.
-    """
-    return min(BATCH, max(1, GRADIENT_PIXELS // (height * width)))
 
 
 def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=(),
@@ -57,7 +45,7 @@ def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=(),
     """
     _check_task(task)
     check_names(skip)
-    from hubexport import checks
+    from hubexport import check as checks
 
     start = time.monotonic()
     context = checks.Context(path, task, allow_unsafe_ops, loaded)
@@ -76,8 +64,8 @@ def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=(),
 
 
 def all_checks():
-    """hubexport.checks.CHECKS (importing TensorFlow)."""
-    from hubexport import checks
+    """hubexport.check.CHECKS (importing TensorFlow)."""
+    from hubexport import check as checks
 
     return checks.CHECKS
 
@@ -101,7 +89,7 @@ def _skipped(entry):
 
 def _run_check(entry, context):
     """Runs one check; a Skip or an exception becomes a finding of that check."""
-    from hubexport import checks
+    from hubexport import check as checks
 
     def finding(level, message, hint=""):
         return reports.Finding(entry.name, entry.clause, level, message, hint)
@@ -207,7 +195,7 @@ def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
     validate(task, json_report, junit_xml, skip, paths)
     model_reports = []
     for path in paths:
-        from hubexport import isolation  # Its child runs check() on the path.
+        from hubexport.batch import limits as isolation  # Its child runs check() on the path.
 
         report = isolation.check(path, task, allow_unsafe_ops, skip, limits, on_result=(
             isolation.progress(log) if log and len(paths) == 1 else None))

@@ -17,6 +17,7 @@ Usage:
       [--weights=none] [--image_size=N | --min_size] [--overwrite]
       [--jobs=N] [--shard=I/N] [--task=T] [--nocheck_exports]
       [--skip_checks=NAME,...] [--json_report=FILE]
+      [--timeout_s=S] [--memory_gb=G]   (per model; past either it fails, the rest go on)
       (resumable: a model already exported from the same config, weights
       and library versions is not redone)
   hubexport package DIR [--output=FILE.tar.gz] [--overwrite]
@@ -32,11 +33,6 @@ Usage:
 none, or a file written by model.save_weights.
 """
 
-import ast
-import logging
-import os
-import re
-import signal
 import sys
 
 from absl import app
@@ -44,10 +40,10 @@ from absl import flags
 from absl import logging as absl_logging
 
 import hubexport
-from hubexport import architectures
+from hubexport import architectures, names, startup
 from hubexport import config as config_lib
-from hubexport import isolation
-from hubexport.errors import UserError, summarize
+from hubexport.batch import limits as limits_lib
+from hubexport.errors import UserError, is_interrupt, summarize
 
 COMMANDS = ("export", "export_all", "check", "package")
 
@@ -124,11 +120,12 @@ _SHARD = flags.DEFINE_string(
     "one per machine of a CI matrix.")
 _MEMORY_GB = flags.DEFINE_float(
     "memory_gb", None,
-    "export_all, check: memory the running models may use together "
-    "(default: what is free at the start, less 0.5 GB). check with --jobs=1 also "
-    "stops a model whose resident memory passes it, with an error (default there: "
-    f"{isolation.MEMORY_SHARE:.0%} of this machine's RAM, so it stops before the "
-    "kernel's out-of-memory killer would).", lower_bound=0)
+    "export_all, check: the most memory one model may use: a model whose worker "
+    "process (with its children) holds more resident memory is stopped, with an error naming "
+    f"the check or export that was running (default: {limits_lib.MEMORY_SHARE:.0%} of "
+    "this machine's RAM, so it stops before the kernel's out-of-memory killer would). "
+    "With --jobs above 1 also what the running models may use together (default "
+    "there: what is free at the start, less 0.5 GB).", lower_bound=0)
 _CHECK_EXPORTS = flags.DEFINE_boolean(
     "check_exports", True, "export_all: run hubexport check on each export.")
 _SKIP_CHECKS = flags.DEFINE_list(
@@ -148,12 +145,15 @@ _ALLOW_UNSAFE_OPS = flags.DEFINE_boolean(
     "check: run models whose graphs touch files, processes or the network "
     "(reported as a warning instead of an error).")
 _TIMEOUT_S = flags.DEFINE_float(
-    "timeout_s", isolation.DEFAULT_TIMEOUT_S,
-    "check with --jobs=1: seconds one model's checks may take (each model runs in a "
-    "child process, stopped past it with an error; the checks that ended keep their "
-    "findings). The default fits the catalog's largest models at full size with more "
-    "than 3x to spare: their longest check took about 200 s (ResNetRS420 at 320, "
-    "EfficientNetB7 at 600), up to 530 s on a slow, busy machine.", lower_bound=1)
+    "timeout_s", None,
+    "check, export_all: seconds one model may take (each model runs in a worker "
+    "process, stopped past it with an error naming the check or export that was "
+    "running; the checks that ended keep their findings). Default: check "
+    f"{limits_lib.DEFAULT_TIMEOUT_S:g}, more than 3x the catalog's longest check at full "
+    "size on a slow, busy machine (about 530 s; 200 s quiet: ResNetRS420 at 320, "
+    f"EfficientNetB7 at 600); export_all {limits_lib.EXPORT_TIMEOUT_S:g} for a model's "
+    "export and check together, more than 6x the slowest full-size catalog model's "
+    "(205 s quiet, about 550 s slow and beside another).", lower_bound=1)
 
 # The settings of an export: a config's keys, each also a flag.
 _EXPORT_SETTINGS = tuple(config_lib.KEYS)
@@ -162,7 +162,7 @@ _FLAGS = (_ARCHITECTURE, _KERAS_MODEL, _PREPROCESSING, _CUSTOM_OBJECTS, _LABELS,
           _WEIGHTS, _OUTPUT, _OVERWRITE, _OVERWRITE_ANY_SAVED_MODEL, _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _MIN_SIZE, _JOBS,
           _SHARD, _MEMORY_GB, _CHECK_EXPORTS, _SKIP_CHECKS, _JSON_REPORT, _JUNIT_XML,
           _STRICT, _ALLOW_UNSAFE_OPS, _TIMEOUT_S)
-_MANY = {"jobs", "shard", "memory_gb"}
+_MANY = {"jobs", "shard", "memory_gb", "timeout_s"}
 _ONLY_FOR = {
     "export": {"output", "config", "overwrite", "overwrite_any_saved_model", *_EXPORT_SETTINGS},
     "export_all": {"config_dir", "output_dir", "image_size", "weights", "overwrite",
@@ -170,7 +170,7 @@ _ONLY_FOR = {
                    "min_size", "task", "check_exports", "skip_checks", "json_report",
                    *_MANY},
     "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops",
-              "skip_checks", "timeout_s", *_MANY},
+              "skip_checks", *_MANY},
     "package": {"output", "overwrite", "overwrite_any_saved_model"},
 }
 
@@ -202,7 +202,7 @@ def _export():
                    overwrite_any_saved_model=_OVERWRITE_ANY_SAVED_MODEL.value,
                    inputs=(_CONFIG.value, settings.get("labels")))
     output = export.check_destination(plan, _OUTPUT.value, **replace)  # Before TF loads.
-    quiet_tensorflow()
+    startup.quiet_tensorflow()
     result = export.export(plan, output, log=_say, **replace)
     print(result.path)
     return 0
@@ -220,15 +220,16 @@ def _export_all():
         for name in ("image_size", "weights")
         if flags.FLAGS[name].present
     }
+    limits = _limits(limits_lib.EXPORT_TIMEOUT_S)
     from hubexport import catalog, checker
 
     checker.validate("auto", json_report=_JSON_REPORT.value)  # Writable, before any work.
-    quiet_tensorflow()
+    startup.quiet_tensorflow()
     return catalog.export_all(
         _CONFIG_DIR.value, _OUTPUT_DIR.value, overrides, min_size=_MIN_SIZE.value,
         overwrite=_OVERWRITE.value, overwrite_any_saved_model=_OVERWRITE_ANY_SAVED_MODEL.value,
         check=_CHECK_EXPORTS.value, task=_TASK.value, skip_checks=_SKIP_CHECKS.value,
-        json_report=_JSON_REPORT.value, log=_say, **_many())
+        json_report=_JSON_REPORT.value, log=_say, limits=limits, **_many())
 
 
 def _many():
@@ -238,32 +239,27 @@ def _many():
 
 
 def _check(paths):
+    limits = _limits(limits_lib.DEFAULT_TIMEOUT_S)
     from hubexport import catalog, checker
 
     # Paths and report files are refused before TensorFlow is imported (check
-    # names need it: hubexport.checks defines them).
+    # names need it: hubexport.check defines them).
     if _SKIP_CHECKS.value:
-        quiet_tensorflow()
+        startup.quiet_tensorflow()
     checker.validate(_TASK.value or "auto", _JSON_REPORT.value, _JUNIT_XML.value,
                      _SKIP_CHECKS.value, paths=paths)
-    quiet_tensorflow()
+    startup.quiet_tensorflow()
     return catalog.check_all(
         paths, task=_TASK.value or "auto", json_report=_JSON_REPORT.value,
         junit_xml=_JUNIT_XML.value, strict=_STRICT.value,
         allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value, skip_checks=_SKIP_CHECKS.value, log=_say,
-        limits=_limits(), **_many())
+        limits=limits, **_many())
 
 
-def _limits():
-    """check's limits per model: --timeout_s, and --memory_gb or most of the RAM."""
-    if _TIMEOUT_S.present and _JOBS.value > 1:
-        raise UserError(
-            f"--timeout_s applies to check with --jobs=1 (each model in a child process "
-            f"of its own); the --jobs={_JOBS.value} workers have no time limit: drop one "
-            "of the two flags")
-    memory = _many()["memory_budget"]
-    return isolation.Limits(
-        _TIMEOUT_S.value, isolation.default_memory_bytes() if memory is None else memory)
+def _limits(default_seconds):
+    """The limits per model: --timeout_s (or `default_seconds`), and --memory_gb or
+    most of the RAM (limits.requested refuses a value that is no limit)."""
+    return limits_lib.requested(_TIMEOUT_S.value, _MEMORY_GB.value, default_seconds)
 
 
 def _package(paths):
@@ -321,25 +317,6 @@ def _interrupted():
     return 130
 
 
-def is_interrupt(error):
-    """Whether `error` is a Ctrl-C (or SIGTERM) that a library wrapped on its way up.
-
-    A KeyboardInterrupt raised inside a Python callback of TensorFlow's C++
-    code comes back as `RuntimeError: pybind11::error_already_set: MISMATCH of
-    original and normalized active exception types: ORIGINAL KeyboardInterrupt
-    REPLACED BY KeyboardInterrupt`, or with the interrupt as its cause.
-    """
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
 def _error(message):
     print(f"hubexport: error: {message}", file=sys.stderr, flush=True)
 
@@ -350,33 +327,6 @@ def _parse_flags(argv):
     except flags.Error as e:
         _error(f"{summarize(e)}; see hubexport --help")
         sys.exit(2)
-
-
-def quiet_tensorflow():
-    """Keeps TensorFlow's start-up chatter off the user's terminal.
-
-    TensorFlow's C++ code logs (oneDNN, CUDA probing) before absl::InitializeLog
-    runs, where TF_CPP_MIN_LOG_LEVEL does not reach, so stderr is pointed at
-    /dev/null while it is imported. Import errors still raise as usual.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _interrupt_on_sigterm():
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _help_shows_our_flags():
@@ -424,37 +374,25 @@ def _flag_help(flag):
                       *(flags.text_wrap(note, indent="    ") for note in notes)])
 
 
-def compact_names(names):
-    """Names that differ only in a final number, as one: ResNet{50,101,152}."""
-    families = {}
-    for name in names:
-        stem, number = re.fullmatch(r"(.*?)(\d*)", name).groups()
-        families.setdefault(stem if number else name, []).append(number)
-    return ", ".join(stem + (f"{{{','.join(numbers)}}}" if len(numbers) > 1 else numbers[0])
-                     for stem, numbers in families.items())
-
-
 def check_names():
-    """The names of hubexport.checks.CHECKS in their order, read from its source:
-    importing it imports TensorFlow, seconds too many for --help (a test pins
-    the two equal)."""
-    with open(os.path.join(os.path.dirname(__file__), "checks.py")) as f:
-        tree = ast.parse(f.read())
-    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)
-            and any(getattr(getattr(d, "func", None), "id", None) == "check"
-                    for d in node.decorator_list)]
+    """The names of the checks in the order they run: hubexport.check.ORDER,
+    which imports no TensorFlow (the checks do, seconds too many for --help;
+    a test pins the two equal)."""
+    from hubexport import check
+
+    return list(check.ORDER)
 
 
 # The flags whose help lists the names they take, computed only for --help.
 _CHOICES = {
-    "architecture": lambda: compact_names(architectures.ARCHITECTURES),
+    "architecture": lambda: names.compact(architectures.ARCHITECTURES),
     "skip_checks": lambda: ", ".join(check_names()),
 }
 
 
 def run():
     """The console script `hubexport`."""
-    _interrupt_on_sigterm()
+    startup.interrupt_on_sigterm()
     if "--version" in sys.argv[1:]:
         print(f"hubexport {hubexport.__version__}")
         sys.exit(0)

@@ -7,8 +7,9 @@ shift or hide classes. Duplicates are allowed (ImageNet has two "crane"s).
 
 import os
 
-ASSET_NAME = "labels.txt"
-ASSET_PATH = os.path.join("assets", ASSET_NAME)
+from hubexport.contract import LABELS_FILE
+
+ASSET_NAME = os.path.basename(LABELS_FILE)  # labels.txt; the export's is LABELS_FILE.
 
 
 def read(path):

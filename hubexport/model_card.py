@@ -34,13 +34,20 @@ The asset-path written here is a placeholder under https://example.com/ (a
 domain reserved for examples): replace it, or pass asset_path=, with the URL
 where the archive that hubexport.package writes is uploaded.
 
-Every section is rendered from the provenance keys that exist; an absent key
-(or one set to None) leaves its line out.
+Every section is rendered from the provenance fields that are set (a
+contract.Provenance, or the dict export.provenance() writes, read with
+Provenance.from_json); an absent key, one set to None or one of an unexpected
+type leaves its line out. The endpoints' lines are the `card` column of
+contract.ENDPOINTS, the architecture's tag the `tfhub` column of the
+architecture table.
 """
 
 import os
 import re
 
+from hubexport import contract
+from hubexport.architectures import ARCHITECTURES
+from hubexport.contract import Input, Output, Provenance, Source, Verification, Weights
 from hubexport.errors import UserError
 
 CARD_FILE = os.path.join("assets.extra", "model_card.md")
@@ -48,26 +55,6 @@ CARD_FILE = os.path.join("assets.extra", "model_card.md")
 TASK_TAGS = {
     "feature_vector": "image-feature-vector",
     "classification": "image-classification",
-}
-# Keras application -> id in tfhub.dev's tags/network_architecture.yaml.
-ARCHITECTURE_TAGS = {
-    **{f"EfficientNetB{i}": f"efficientnet-b{i}" for i in range(8)},
-    **{f"EfficientNetV2{s}": "efficientnet-v2"
-       for s in ("B0", "B1", "B2", "B3", "S", "M", "L")},
-    "InceptionResNetV2": "inception-resnet-v2",
-    "InceptionV3": "inception-v3",
-    "MobileNet": "mobilenet-v1",
-    "MobileNetV2": "mobilenet-v2",
-    "MobileNetV3Small": "mobilenet-v3",
-    "MobileNetV3Large": "mobilenet-v3",
-    "NASNetMobile": "nasnet-a-mobile",
-    "NASNetLarge": "nasnet-a-large",
-    "ResNet50": "resnet-v1-50",
-    "ResNet101": "resnet-v1-101",
-    "ResNet152": "resnet-v1-152",
-    "ResNet50V2": "resnet-v2-50",
-    "ResNet101V2": "resnet-v2-101",
-    "ResNet152V2": "resnet-v2-152",
 }
 IMAGENET_DATASET_TAG = "imagenet-ilsvrc-2012-cls"
 
@@ -85,23 +72,33 @@ _HANDLE = re.compile(
 
 def default_handle(provenance):
     """`hubexport/<architecture or own model file, lowercased>/<task>/1`."""
-    own = os.path.basename((provenance.get("source") or {}).get("path") or "model")
-    name = provenance.get("architecture") or os.path.splitext(own)[0]
+    p = _typed(provenance)
+    own = os.path.basename((p.source or Source()).path or "model")
+    name = p.architecture or os.path.splitext(own)[0]
     name = re.sub(r"[^\w.-]", "-", str(name).lower())
-    task = re.sub(r"[^\w.-]", "-", str(provenance.get("task") or "model"))
+    task = re.sub(r"[^\w.-]", "-", str(p.task or "model"))
     return f"hubexport/{name}/{task}/1"
+
+
+def _typed(provenance):
+    """`provenance` as a contract.Provenance (a dict is read with from_json)."""
+    if isinstance(provenance, Provenance):
+        return provenance
+    return Provenance.from_json(provenance)
 
 
 def render(provenance, handle=None, asset_path=None):
     """The Markdown model card of an export described by `provenance`.
 
     Args:
-      provenance: the dict export.provenance() writes (any subset of its keys).
+      provenance: a contract.Provenance, or the dict export.provenance()
+        writes (any subset of its keys).
       handle: "publisher/model/version", as tfhub.dev's first line needs it;
         default: default_handle(provenance).
       asset_path: the URL of the model's .tar.gz; default: a placeholder
         https://example.com/<handle>.tar.gz to be replaced before publishing.
     """
+    provenance = _typed(provenance)
     handle = handle or default_handle(provenance)
     if not _HANDLE.fullmatch(handle):
         raise UserError(
@@ -114,7 +111,7 @@ def render(provenance, handle=None, asset_path=None):
         raise UserError(
             f"asset_path={asset_path} must end with .tar.gz (tfhub.dev's "
             "asset-path is the URL of the archive that hubexport.package writes)")
-    task = provenance.get("task")
+    task = provenance.task
     if task not in TASK_TAGS:
         raise UserError(
             f"cannot write a model card for task {task!r}; allowed: "
@@ -149,9 +146,8 @@ def _header(p, handle, asset_path):
     """Title, one-line description and the metadata block."""
     metadata = [
         ("asset-path", asset_path),
-        ("task", TASK_TAGS[p["task"]]),
-        ("network-architecture",
-         None if _from_keras_model(p) else ARCHITECTURE_TAGS.get(p.get("architecture"))),
+        ("task", TASK_TAGS[p.task]),
+        ("network-architecture", None if _from_keras_model(p) else _architecture_tag(p)),
         ("dataset", IMAGENET_DATASET_TAG if _weights_source(p) == "imagenet" else None),
         ("fine-tunable", "true"),
         ("format", "saved_model_2"),
@@ -161,12 +157,17 @@ def _header(p, handle, asset_path):
     return "\n".join(lines)
 
 
+def _architecture_tag(p):
+    """The architecture's id in tfhub.dev's tags (the table's tfhub column), or None."""
+    row = ARCHITECTURES.get(p.architecture)
+    return row.tfhub if row else None
+
+
 def _description(p):
     """One sentence: tfhub.dev shows it in search results."""
-    architecture = p.get("architecture") or "A Keras model"
-    output = p.get("output") or {}
-    size = output.get("size")
-    if p["task"] == "feature_vector":
+    architecture = p.architecture or "A Keras model"
+    size = (p.output or Output()).size
+    if p.task == "feature_vector":
         what = "image feature vectors" + (f" ({size} features)" if size else "")
     else:
         what = "image classification logits" + (f" for {size} classes" if size else "")
@@ -178,17 +179,17 @@ def _description(p):
 
 
 def _overview(p):
-    architecture = p.get("architecture")
-    source = p.get("source") or {}
+    architecture = p.architecture
+    source = p.source or Source()
     lines = ["## Overview", ""]
     if _from_keras_model(p):
-        origin = (f"the Keras model file `{os.path.basename(source['path'])}`"
-                  if source.get("path") else "a Keras model")
+        origin = (f"the Keras model file `{os.path.basename(source.path)}`"
+                  if source.path else "a Keras model")
     elif architecture:
         origin = f"the Keras application `keras.applications.{architecture}`"
     else:
         origin = "a Keras model"
-    kind = ("an image feature vector model" if p["task"] == "feature_vector"
+    kind = ("an image feature vector model" if p.task == "feature_vector"
             else "an image classifier (it returns logits)")
     lines.append(
         f"This is {kind}, built from {origin} and saved as a "
@@ -205,16 +206,16 @@ def _overview(p):
 
 def _from_keras_model(p):
     """Whether the export came from a user's Keras model, not an application."""
-    return (p.get("source") or {}).get("kind") == "keras_model"
+    return (p.source or Source()).kind == "keras_model"
 
 
 def _weights_source(p):
-    return (p.get("weights") or {}).get("source")
+    return (p.weights or Weights()).source
 
 
 def _weights_sentence(p):
-    weights = p.get("weights") or {}
-    source = weights.get("source")
+    weights = p.weights or Weights()
+    source = weights.source
     if source == "imagenet":
         return ("Weights: Keras' ImageNet (ILSVRC-2012-CLS) weights. Their license "
                 "is that of their source; check it before publishing.")
@@ -222,39 +223,39 @@ def _weights_sentence(p):
         return ("Weights: random initialization (`weights=none`). This model is "
                 "for testing the export pipeline, not for predictions.")
     if source == "file":
-        name = os.path.basename(weights["path"]) if weights.get("path") else None
+        name = os.path.basename(weights.path) if weights.path else None
         return "Weights: loaded from the file" + (f" `{name}`." if name else ".")
     return None
 
 
 def _input(p):
-    spec = p.get("input") or {}
-    shape = spec.get("shape")
+    spec = p.input or Input()
+    shape = spec.shape
     lines = ["## Input", ""]
     lines.append(
         "`images`: a {dtype} tensor of shape `[batch, height, width, 3]`, "
         "{channels} channels last, values in [{low}, {high}] (what "
         "`tf.image.decode_*` followed by `tf.image.convert_image_dtype(..., "
         "tf.float32)` gives). Any batch size works.".format(
-            dtype=spec.get("dtype", "float32"),
-            channels=spec.get("channels", "RGB"),
-            low=_number((spec.get("range") or [0, 1])[0]),
-            high=_number((spec.get("range") or [0, 1])[1]),
+            dtype=spec.dtype or "float32",
+            channels=spec.channels or "RGB",
+            low=_number((spec.range or [0, 1])[0]),
+            high=_number((spec.range or [0, 1])[1]),
         ))
-    min_size = spec.get("min_size")
+    min_size = spec.min_size
     at_least = f" of at least {min_size} x {min_size} pixels" if min_size else ""
-    if spec.get("size_is_free"):
+    if spec.size_is_free:
         size = "Height and width are free: any size" + at_least + " works"
-        if p.get("image_size"):
-            size += f"; the export was verified at {p['image_size']} x {p['image_size']}"
+        if p.image_size:
+            size += f"; the export was verified at {p.image_size} x {p.image_size}"
         lines += ["", size + "."]
     elif shape and len(shape) == 4 and shape[1] and shape[2]:
         lines += ["", f"Height and width are fixed: `height` x `width` = "
                       f"{shape[1]} x {shape[2]} pixels."]
-    elif p.get("image_size"):
-        lines += ["", f"Height and width are fixed: {p['image_size']} x "
-                      f"{p['image_size']} pixels."]
-    mode = p.get("preprocessing")
+    elif p.image_size:
+        lines += ["", f"Height and width are fixed: {p.image_size} x "
+                      f"{p.image_size} pixels."]
+    mode = p.preprocessing
     if mode:
         what = PREPROCESSING.get(mode)
         lines += ["", f"The model does its own preprocessing (mode `{mode}`"
@@ -264,59 +265,59 @@ def _input(p):
 
 
 def _outputs(p):
-    output = p.get("output") or {}
-    size = output.get("size")
+    output = p.output or Output()
+    size = output.size
     shape = f"`[batch, {size}]`" if size else "`[batch, N]`"
     lines = ["## Outputs", ""]
-    if p["task"] == "feature_vector":
+    if p.task == "feature_vector":
         lines.append(f"A float32 tensor of shape {shape}: one feature vector per "
                      "image" + (f" (`num_features` = {size})" if size else "")
                      + "; its size does not depend on the image size.")
         how = _feature_source(p)
         if how:
             lines += ["", how]
-        elif output.get("meaning"):
-            lines += ["", f"Each vector is the {output['meaning']}."]
+        elif output.meaning:
+            lines += ["", f"Each vector is the {output.meaning}."]
         return "\n".join(lines)
 
     lines.append(f"A float32 tensor of shape {shape}: **logits**, the scores "
                  "before the final activation"
                  + (f", for `num_classes` = {size} classes" if size else "") + ".")
-    if output.get("meaning"):
-        lines += ["", f"Meaning: {output['meaning']}."]
+    if output.meaning:
+        lines += ["", f"Meaning: {output.meaning}."]
     if _multi_label(p):
         lines += ["", "This is a **multi-label** classifier: the classes are "
                       "independent, and `tf.sigmoid(logits)` gives each class's "
                       "probability (they need not sum to 1). Train it with "
                       "`BinaryCrossentropy(from_logits=True)`."]
     else:
-        activation = output.get("activation") or "softmax"
+        activation = output.activation or "softmax"
         lines += ["", f"The logits are meant for **{activation}**: "
                       f"`tf.nn.{activation}(logits)` gives the class probabilities. "
                       "Train it with `SparseCategoricalCrossentropy(from_logits=True)`."]
-    labels = p.get("labels")
-    if labels and labels.get("file"):
-        count = f" ({labels['count']} lines)" if labels.get("count") else ""
-        lines += ["", f"Class names: `{labels['file']}` in the SavedModel, one "
+    labels = p.labels
+    if labels and labels.file:
+        count = f" ({labels.count} lines)" if labels.count else ""
+        lines += ["", f"Class names: `{labels.file}` in the SavedModel, one "
                       f"per line{count}; line i names logit i."]
-    if p.get("top_k"):
-        lines += ["", f"`top_k` = {p['top_k']}: the number of highest-scoring "
+    if p.top_k:
+        lines += ["", f"`top_k` = {p.top_k}: the number of highest-scoring "
                       "classes the export is configured to report "
-                      f"(`tf.math.top_k(logits, k={p['top_k']})`)."]
+                      f"(`tf.math.top_k(logits, k={p.top_k})`)."]
     return "\n".join(lines)
 
 
 def _multi_label(p):
-    if p.get("multi_label"):
+    if p.multi_label:
         return True
-    return (p.get("output") or {}).get("activation") == "sigmoid"
+    return (p.output or Output()).activation == "sigmoid"
 
 
 def _feature_source(p):
     """Where the features come from, when the provenance says it."""
-    layer = p.get("feature_layer")
+    layer = p.feature_layer
     pooling = {"avg": "global average pooling", "max": "global max pooling"}.get(
-        p.get("pooling"))
+        p.pooling)
     if not layer and not pooling:
         return None
     where = f"the output of layer `{layer}`" if layer else "the last feature map"
@@ -324,35 +325,33 @@ def _feature_source(p):
 
 
 def _signatures(p):
-    key = (p.get("output") or {}).get("key") or (
-        "feature_vector" if p["task"] == "feature_vector" else "logits")
-    names = list(p.get("signatures") or ["serving_default"])
-    if "serving_default" not in names:
-        names.insert(0, "serving_default")
+    """One line per endpoint: the `card` column of contract.ENDPOINTS.
+
+    The functions' lines are the table's; the signatures are those the
+    provenance lists (serving_default first, always), each with its row's
+    line, or SIGNATURE_CARD for a name the table does not have.
+    """
+    key = (p.output or Output()).key or contract.OUTPUT_KEYS[p.task]
+    names = list(p.signatures or [contract.SERVING_DEFAULT])
+    if contract.SERVING_DEFAULT not in names:
+        names.insert(0, contract.SERVING_DEFAULT)
     lines = ["## Signatures and endpoints", ""]
-    lines.append("- `obj(images, training=False)`: the call that `hub.load` and "
-                 "`hub.KerasLayer` use; `training=True` runs batch norm on batch "
-                 "statistics" + _momentum_clause(p) + ".")
-    lines.append("- `obj.serve(images)` and `obj.serve_training(images)`: the "
-                 "endpoints of `keras.layers.TFSMLayer` (Keras 3).")
-    if p.get("jit_compile"):
+    lines += [row.card.format(momentum=_momentum_clause(p)) for row in contract.ENDPOINTS
+              if row.kind == contract.FUNCTION and row.card]
+    if p.jit_compile:
         lines.append("- Compiled with XLA: `obj(images, training=False)`, `obj.serve` "
                      "and every signature run as one XLA-compiled function (the first "
                      "call at each new input shape compiles it, which takes seconds); "
                      "`training=True` and `obj.serve_training` are not compiled.")
-    for name in names:
-        if name == "serving_default":
-            lines.append(f"- signature `serving_default`: input `images`, output "
-                         f"`{{\"{key}\": ...}}`, for TF Serving and `saved_model_cli`.")
-        else:
-            lines.append(f"- signature `{name}`: `saved_model_cli show --dir PATH "
-                         f"--tag_set serve --signature_def {name}` shows its inputs "
-                         "and outputs.")
+    cards = {row.name: row.card for row in contract.ENDPOINTS
+             if row.kind == contract.SIGNATURE and row.card}
+    lines += [cards.get(name, contract.SIGNATURE_CARD).format(name=name, key=key)
+              for name in names]
     return "\n".join(lines)
 
 
 def _momentum_clause(p):
-    momentum = p.get("batch_norm_momentum")
+    momentum = p.batch_norm_momentum
     if momentum is None:
         return ""
     return f"; keyword `batch_norm_momentum` (default {_number(momentum)})"
@@ -360,16 +359,16 @@ def _momentum_clause(p):
 
 def _hw(p):
     """Height and width for the code examples."""
-    shape = (p.get("input") or {}).get("shape")
+    shape = (p.input or Input()).shape
     if shape and len(shape) == 4 and shape[1] and shape[2]:
         return shape[1], shape[2]
-    size = p.get("image_size") or 224
+    size = p.image_size or 224
     return size, size
 
 
 def _usage(p):
     height, width = _hw(p)
-    feature_vector = p["task"] == "feature_vector"
+    feature_vector = p.task == "feature_vector"
     head = "\n    tf_keras.layers.Dense(NUM_CLASSES)," if feature_vector else ""
     keras3_out = "keras.layers.Dense(NUM_CLASSES)(backbone(inputs))" if feature_vector \
         else "backbone(inputs)"
@@ -441,7 +440,7 @@ def _fine_tuning(p):
         "are not too small, or keep the model frozen (`trainable=False`), which "
         "keeps the moving averages as they are.",
     ]
-    momentum = p.get("batch_norm_momentum")
+    momentum = p.batch_norm_momentum
     if momentum is not None:
         lines += [
             f"- The momentum of batch norm's moving averages defaults to "
@@ -459,34 +458,34 @@ def _fine_tuning(p):
 
 def _provenance(p):
     lines = []
-    source = p.get("source") or {}
+    source = p.source or Source()
     if _from_keras_model(p):
         line = "- Source: a Keras model"
-        if source.get("path"):
-            line += f" file `{os.path.basename(source['path'])}`"
-        if source.get("sha256"):
-            line += f", sha256 `{source['sha256']}`"
+        if source.path:
+            line += f" file `{os.path.basename(source.path)}`"
+        if source.sha256:
+            line += f", sha256 `{source.sha256}`"
         lines.append(line + ".")
-    elif p.get("architecture"):
-        lines.append(f"- Source: `keras.applications.{p['architecture']}`.")
-    weights = p.get("weights") or {}
-    if weights.get("source"):
-        line = f"- Weights: `{weights['source']}`"
-        if weights.get("path"):
-            line += f" (`{os.path.basename(weights['path'])}`)"
-        if weights.get("sha256"):
-            line += f", sha256 `{weights['sha256']}`"
+    elif p.architecture:
+        lines.append(f"- Source: `keras.applications.{p.architecture}`.")
+    weights = p.weights or Weights()
+    if weights.source:
+        line = f"- Weights: `{weights.source}`"
+        if weights.path:
+            line += f" (`{os.path.basename(weights.path)}`)"
+        if weights.sha256:
+            line += f", sha256 `{weights.sha256}`"
         lines.append(line + ".")
-    verification = p.get("verification") or {}
-    difference = verification.get("max_relative_difference")
+    verification = p.verification or Verification()
+    difference = verification.max_relative_difference
     if difference is not None:
         line = ("- Verified after export: the reloaded SavedModel's outputs differ "
                 f"from the Keras model's by at most {difference:.1e}, relative to "
                 "the largest output magnitude")
-        if verification.get("tolerance") is not None:
-            line += f" (tolerance {verification['tolerance']:.0e})"
+        if verification.tolerance is not None:
+            line += f" (tolerance {verification.tolerance:.0e})"
         lines.append(line + ".")
-    versions = p.get("versions") or {}
+    versions = p.versions or {}
     shown = [f"{name} {version}" for name, version in versions.items() if version]
     if shown:
         lines.append(f"- Versions: {', '.join(shown)}.")

@@ -1,14 +1,15 @@
 """What `hubexport check` found, and its three renderings: text, JSON, JUnit XML.
 
 A ModelReport holds one CheckResult per check, in the order of
-hubexport.checks.CHECKS, whether the check passed, failed or was skipped, so
+hubexport.check.CHECKS, whether the check passed, failed or was skipped, so
 every rendering lists every check of every model: CI systems show a JUnit test
 case per check, and a reader sees what was not verified and why.
 """
 
 import dataclasses
-import json
 import xml.etree.ElementTree as ET
+
+from hubexport import atomic
 
 JSON_FORMAT = "hubexport-check/1"
 
@@ -172,9 +173,8 @@ def failed(path, check, message, seconds=0.0):
 
 
 def write_json(reports, path, strict=False):
-    with open(path, "w") as f:
-        json.dump(to_json(reports, strict), f, indent=2)
-        f.write("\n")
+    """The JSON report in place of `path`, whole or not at all."""
+    atomic.write_json(path, to_json(reports, strict), indent=2)
 
 
 def junit_xml(reports, strict=False):
@@ -248,5 +248,6 @@ def _sum_attributes(root):
 
 
 def write_junit_xml(reports, path, strict=False):
-    with open(path, "w") as f:
+    """The JUnit XML report in place of `path`, whole or not at all."""
+    with atomic.replacing(path) as f:
         f.write(junit_xml(reports, strict))

@@ -13,7 +13,9 @@ and the `serving_default` signature for TF Serving (K3). With Extras, also
 `__call__(..., batch_norm_momentum=default)` (C5), `top_k` and its labels
 asset, and the raw-image signatures of hubexport.serving. All endpoints call
 the one traced `__call__`, so the graph of the model is stored once per value
-of `training`.
+of `training`. Each endpoint is a row of hubexport.contract.ENDPOINTS and a
+builder here (@builds(kind, name)); make_root refuses a row without a builder
+or a builder without a row.
 
 With jit_compile, the inference path (`training=False`, and so every
 endpoint but `serve_training`) runs preprocessing and the model as one
@@ -28,9 +30,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from hubexport import contract
 from hubexport import preprocessing as preprocessing_lib
-
-OUTPUT_KEYS = {"feature_vector": "feature_vector", "classification": "logits"}
 
 
 def image_spec(height=None, width=None):
@@ -82,9 +83,11 @@ def make_root(model, preprocessing, task, height=None, width=None, extras=None,
               jit_compile=False):
     """Returns (root, signatures, reference).
 
-    `root` and `signatures` are ready for `tf.saved_model.save`;
-    `reference(x)` is the model's own training=False trace, the one
-    `__call__` calls, on already preprocessed input.
+    `root` and `signatures` are ready for `tf.saved_model.save`: one
+    endpoint per row of contract.ENDPOINTS that the export has, in table
+    order, each made by its builder (BUILDERS). `reference(x)` is the
+    model's own training=False trace, the one `__call__` calls, on already
+    preprocessed input.
 
     Args:
       model: a built Keras model taking preprocessed images and returning
@@ -95,16 +98,35 @@ def make_root(model, preprocessing, task, height=None, width=None, extras=None,
       extras: an Extras, or None for the contract's endpoints only.
       jit_compile: compile the inference path with XLA (see the module doc).
     """
-    from hubexport import serving
-
+    check_builders()
     spec = image_spec(height, width)
-    output_key = OUTPUT_KEYS[task]
     momentum = extras.batch_norm_momentum if extras else None
+    backbone, call_fn, traces = _traced_call(model, preprocessing, spec, momentum, jit_compile)
+    variables = unique_by_identity([_tf_variable(v) for v in model.variables] + [
+        v for trace in traces for v in trace.variables
+    ])
+    parts = _Parts(model, call_fn, spec, contract.OUTPUT_KEYS[task], extras, variables,
+                   tf.__internal__.tracking.AutoTrackable())
+    signatures = {}
+    for row in contract.endpoints(labels=bool(extras and extras.labels),
+                                  raw_images=extras is not None):
+        value = BUILDERS[row.kind, row.name](parts)
+        if row.kind == contract.SIGNATURE:
+            signatures[row.name] = value
+        else:
+            setattr(parts.root, row.name, value)
+    return parts.root, signatures, _reference(backbone, spec, momentum)
+
+
+def _traced_call(model, preprocessing, spec, momentum, jit_compile):
+    """(backbone, __call__'s tf.function, its concrete functions).
+
+    backbone: the model on preprocessed input, traced once per value of
+    training (the momentum is a tensor, so every value shares the trace); the
+    export's verification calls it directly, as the graph-mode reference.
+    """
     batch_norms = batch_norm_layers(model) if momentum is not None else []
 
-    # The model on preprocessed input, traced once per value of training (the
-    # momentum is a tensor, so every value shares the trace). The export's
-    # verification calls it directly, as the graph-mode reference.
     @tf.function(autograph=False)
     def backbone(inputs, training, batch_norm_momentum=None):
         with _momentum_of(batch_norms, batch_norm_momentum):
@@ -143,58 +165,161 @@ def make_root(model, preprocessing, task, height=None, width=None, extras=None,
         for hparams in hyperparameters
         for training in (False, True)
     ]
+    return backbone, call_fn, traces
 
-    @tf.function(input_signature=[spec], autograph=False)
-    def serve(images):
-        return call_fn(images, training=False)
 
-    @tf.function(input_signature=[spec], autograph=False)
-    def serve_training(images):
-        return call_fn(images, training=True)
-
-    def serving_outputs(images):
-        outputs = {output_key: call_fn(images, training=False)}
-        if extras and extras.labels:
-            outputs.update(root.top_k(images))
-        return outputs
-
-    variables = unique_by_identity([_tf_variable(v) for v in model.variables] + [
-        v for trace in traces for v in trace.variables
-    ])
-    trainable_ids = {id(_tf_variable(v)) for v in model.trainable_variables}
-
-    root = tf.__internal__.tracking.AutoTrackable()
-    root.__call__ = call_fn
-    root.serve = serve
-    root.serve_training = serve_training
-    root.variables = variables
-    root.trainable_variables = [
-        v for v in variables if id(v) in trainable_ids and v.trainable
-    ]
-    root.regularization_losses = _regularization_losses(model)
-    serving_default = tf.function(
-        lambda images: {output_key: call_fn(images, training=False)},
-        input_signature=[spec], autograph=False,
-    )
-    signatures = {"serving_default": serving_default.get_concrete_function()}
-    if extras and extras.labels:
-        root.top_k = serving.top_k_function(
-            call_fn, spec, extras.labels, extras.top_k, extras.activation)
-        root.labels_file = tf.saved_model.Asset(extras.labels_path)
-        signatures[serving.TOP_K_SIGNATURE] = root.top_k.get_concrete_function()
-    if extras:
-        from_bytes, from_uint8 = serving.raw_image_functions(serving_outputs, extras.serving_size)
-        signatures[serving.BYTES_SIGNATURE] = from_bytes.get_concrete_function()
-        signatures[serving.UINT8_SIGNATURE] = from_uint8.get_concrete_function()
+def _reference(backbone, spec, momentum):
+    """backbone's training=False trace, at the momentum __call__ defaults to."""
     # The spec of the traces above (a named spec would trace the model again).
     inputs_spec = tf.TensorSpec(spec.shape, spec.dtype)
     if momentum is None:
-        reference = backbone.get_concrete_function(inputs_spec, training=False)
-    else:
-        concrete = backbone.get_concrete_function(
-            inputs_spec, training=False, batch_norm_momentum=tf.TensorSpec([], tf.float32))
-        reference = lambda inputs: concrete(inputs, batch_norm_momentum=tf.constant(momentum))  # noqa: E731
-    return root, signatures, reference
+        return backbone.get_concrete_function(inputs_spec, training=False)
+    concrete = backbone.get_concrete_function(
+        inputs_spec, training=False, batch_norm_momentum=tf.TensorSpec([], tf.float32))
+    return lambda inputs: concrete(inputs, batch_norm_momentum=tf.constant(momentum))
+
+
+# --- The builders: one per row of contract.ENDPOINTS ------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """What the builders of one root share."""
+
+    model: object  # The Keras model.
+    call: object  # The tf.function of __call__, traced.
+    spec: object  # The images tf.TensorSpec.
+    output_key: str
+    extras: Extras | None
+    variables: list  # Every variable of the model and of every trace of call.
+    root: object  # The AutoTrackable that make_root fills, in table order.
+
+
+# (kind, name) of a row of contract.ENDPOINTS -> builder(parts): the value
+# make_root sets as root.<name>, or for a signature the concrete function it
+# saves under that key.
+BUILDERS = {}
+
+
+def builds(kind, name):
+    """Registers the decorated function as the builder of the ENDPOINTS row (kind, name)."""
+
+    def register(function):
+        BUILDERS[kind, name] = function
+        return function
+
+    return register
+
+
+def check_builders():
+    """Refuses a row of contract.ENDPOINTS without a builder, or a builder without a row."""
+    rows = {(row.kind, row.name) for row in contract.ENDPOINTS}
+    missing, extra = rows - set(BUILDERS), set(BUILDERS) - rows
+    if missing or extra:
+        raise RuntimeError(
+            "every row of hubexport.contract.ENDPOINTS needs one builder in "
+            "hubexport.reusable.BUILDERS, and every builder a row; rows without a builder: "
+            f"{sorted(missing)}, builders without a row: {sorted(extra)} (add the one "
+            "missing: a row, or a function decorated with @builds(kind, name))")
+
+
+@builds(contract.FUNCTION, contract.CALL)
+def _call(parts):
+    return parts.call
+
+
+@builds(contract.FUNCTION, contract.SERVE)
+def _serve(parts):
+    @tf.function(input_signature=[parts.spec], autograph=False)
+    def serve(images):
+        return parts.call(images, training=False)
+
+    return serve
+
+
+@builds(contract.FUNCTION, contract.SERVE_TRAINING)
+def _serve_training(parts):
+    @tf.function(input_signature=[parts.spec], autograph=False)
+    def serve_training(images):
+        return parts.call(images, training=True)
+
+    return serve_training
+
+
+@builds(contract.ATTRIBUTE, contract.VARIABLES)
+def _variables(parts):
+    return parts.variables
+
+
+@builds(contract.ATTRIBUTE, contract.TRAINABLE_VARIABLES)
+def _trainable_variables(parts):
+    trainable_ids = {id(_tf_variable(v)) for v in parts.model.trainable_variables}
+    return [v for v in parts.variables if id(v) in trainable_ids and v.trainable]
+
+
+@builds(contract.ATTRIBUTE, contract.REGULARIZATION_LOSSES)
+def _regularization(parts):
+    return _regularization_losses(parts.model)
+
+
+@builds(contract.SIGNATURE, contract.SERVING_DEFAULT)
+def _serving_default(parts):
+    call, output_key = parts.call, parts.output_key
+    serving_default = tf.function(
+        lambda images: {output_key: call(images, training=False)},
+        input_signature=[parts.spec], autograph=False,
+    )
+    return serving_default.get_concrete_function()
+
+
+@builds(contract.FUNCTION, contract.TOP_K_SIGNATURE)
+def _top_k(parts):
+    from hubexport import serving
+
+    extras = parts.extras
+    return serving.top_k_function(parts.call, parts.spec, extras.labels, extras.top_k,
+                                  extras.activation)
+
+
+@builds(contract.ASSET, contract.LABELS_ATTRIBUTE)
+def _labels_file(parts):
+    return tf.saved_model.Asset(parts.extras.labels_path)
+
+
+@builds(contract.SIGNATURE, contract.TOP_K_SIGNATURE)
+def _top_k_signature(parts):
+    return parts.root.top_k.get_concrete_function()
+
+
+@builds(contract.SIGNATURE, contract.BYTES_SIGNATURE)
+def _bytes_signature(parts):
+    from hubexport import serving
+
+    return serving.bytes_function(_serving_outputs(parts),
+                                  parts.extras.serving_size).get_concrete_function()
+
+
+@builds(contract.SIGNATURE, contract.UINT8_SIGNATURE)
+def _uint8_signature(parts):
+    from hubexport import serving
+
+    return serving.uint8_function(_serving_outputs(parts),
+                                  parts.extras.serving_size).get_concrete_function()
+
+
+def _serving_outputs(parts):
+    """serving_default's outputs on float images, and top_k's when there are labels."""
+
+    def serving_outputs(images):
+        outputs = {parts.output_key: parts.call(images, training=False)}
+        if parts.extras.labels:
+            outputs.update(parts.root.top_k(images))
+        return outputs
+
+    return serving_outputs
+
+
+# --- Batch normalization -----------------------------------------------------------
 
 
 def batch_norm_layers(model):

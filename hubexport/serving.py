@@ -18,12 +18,10 @@ it as {"b64": "..."}.
 
 import tensorflow as tf
 
-TOP_K_SIGNATURE = "top_k"
-BYTES_SIGNATURE = "serving_image_bytes"
-UINT8_SIGNATURE = "serving_uint8"
-ACTIVATIONS = {"softmax": tf.nn.softmax, "sigmoid": tf.math.sigmoid}
 # How close a confidence must be to its class's value (and so to a tied class's).
-TOP_K_RTOL, TOP_K_ATOL = 1e-4, 1e-6
+from hubexport.contract import TOP_K_ATOL, TOP_K_RTOL
+
+ACTIVATIONS = {"softmax": tf.nn.softmax, "sigmoid": tf.math.sigmoid}
 
 
 def top_k_function(call, spec, labels, k, activation):
@@ -117,8 +115,8 @@ def decode(image_bytes):
     return image
 
 
-def raw_image_functions(outputs, size):
-    """serving_image_bytes and serving_uint8 around `outputs(float images)`."""
+def bytes_function(outputs, size):
+    """serving_image_bytes: `outputs` of the decoded images resized to `size`."""
     height, width = size
     resized_spec = tf.TensorSpec([height, width, 3], tf.float32)
 
@@ -130,17 +128,21 @@ def raw_image_functions(outputs, size):
         )
         return outputs(images)
 
-    def from_uint8(images):
-        return outputs(resize(images, size))
-
-    bytes_fn = tf.function(
+    return tf.function(
         from_bytes,
         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
         autograph=False,
     )
-    uint8_fn = tf.function(
+
+
+def uint8_function(outputs, size):
+    """serving_uint8: `outputs` of the uint8 images resized to `size`."""
+
+    def from_uint8(images):
+        return outputs(resize(images, size))
+
+    return tf.function(
         from_uint8,
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
         autograph=False,
     )
-    return bytes_fn, uint8_fn

@@ -17,9 +17,9 @@ FV_SIZE = 64
 def shard(items):
     """The share of `items` of this process: HUBEXPORT_SHARD=I/N runs shard I
     of N, as `hubexport export_all --shard` splits a catalog."""
-    from hubexport import catalog
+    from hubexport.batch import shards
 
-    return catalog.select_shard(items, os.environ.get("HUBEXPORT_SHARD"), lambda item: 1)
+    return shards.select_shard(items, os.environ.get("HUBEXPORT_SHARD"), lambda item: 1)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ tensorflow_hub's keras_layer_test.py builds toy SavedModels: an AutoTrackable
 root with tf.functions and lists of variables, from the pieces in `_root`, with
 the one thing changed that the mutant is named for.
 
-MUTANTS maps each check of hubexport.checks to the builder that breaks it.
+MUTANTS maps each check of hubexport.check to the builder that breaks it.
 All models share a tiny Keras 3 model (Conv2D, BatchNormalization,
 GlobalAveragePooling2D, Dense: 79 parameters for 8 features).
 """
@@ -146,7 +146,7 @@ def _save(path, root_and_signatures):
     tf.saved_model.save(root, path, signatures=signatures)
 
 
-# One mutant per check, in the order of hubexport.checks.CHECKS.
+# One mutant per check, in the order of hubexport.check.CHECKS.
 
 
 def tf1_hub_marker(path):

@@ -123,6 +123,29 @@ def test_default_size_and_imagenet_head_rule(name, monkeypatch):
     assert arch.size_problem("feature_vector", arch.min_size - 1, imagenet=False)
 
 
+@pytest.mark.parametrize("name", ROWS)
+def test_tfhub_tag_is_an_id_of_the_rows_family(name):
+    """tfhub is an id of tfhub.dev's tags/network_architecture.yaml (lowercase words
+    and digits joined by -) that starts with the family's name, or None."""
+    import re
+
+    tag = ARCHITECTURES[name].tfhub
+    if tag is not None:
+        assert re.fullmatch(r"[a-z]+(-[a-z0-9]+)*", tag), tag
+        assert name.lower().startswith(tag.split("-")[0]), (name, tag)
+
+
+def test_tfhub_tags_are_the_model_cards():
+    """The network-architecture line of the card is the row's tfhub, or left out."""
+    from hubexport import model_card
+
+    for name in ("MobileNetV3Small", "ResNet152V2", "ConvNeXtTiny"):
+        card = model_card.render({"architecture": name, "task": "feature_vector"})
+        tag = ARCHITECTURES[name].tfhub
+        assert (f"<!-- network-architecture: {tag} -->" in card) == (tag is not None)
+        assert ("network-architecture" in card) == (tag is not None)
+
+
 def test_unknown_architecture_lists_closest_names():
     with pytest.raises(UserError, match=r"Unknown architecture 'MobileNetV4'; did you mean "
                                         r"MobileNetV2, .*allowed: ConvNeXtBase"):

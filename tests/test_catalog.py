@@ -6,8 +6,9 @@ model at its architecture's smallest size, to fit CI; the full-size catalog
 is the same command without --min_size, see README.md), in
 HUBEXPORT_JOBS worker processes (default 2), memory-aware
 (hubexport.runner), every export checked. The fine-tuning checks
-(FINE_TUNING_CHECKS: they differentiate the model and fine-tune it through
-hub.KerasLayer and TFSMLayer, most of a check's time) run on the
+(fine_tuning_checks(): the checks registered with fine_tuning=True; they
+differentiate the model and fine-tune it through hub.KerasLayer and TFSMLayer,
+most of a check's time) run on the
 classification export of one architecture per Keras module (FINE_TUNED: the
 members of a module are one constructor at other depths and widths); every
 other export, all 142, gets every other check. Then one test per config
@@ -16,12 +17,13 @@ N; HUBEXPORT_REPORTS=DIR keeps the summary (catalog.json) and the progress
 log there.
 """
 
+import functools
 import json
 import os
 
 import pytest
 
-from hubexport import architectures, catalog
+from hubexport import architectures, catalog, checker
 
 pytestmark = pytest.mark.catalog
 
@@ -30,11 +32,16 @@ OVERRIDES = {"weights": "none"}
 SHARD = os.environ.get("HUBEXPORT_SHARD")
 PLANS = catalog.select_shard(catalog.catalog_plans(ROOT, OVERRIDES, min_size=True), SHARD,
                              lambda p: catalog.estimate(p[2])[1])
-# The checks that run the model's training=True trace (the first run of it
-# prepares the function: most of a check's time), e.g. hyperparameter_effects
-# 5-22s per model at 32x32 when it came first (CI, session 13).
-FINE_TUNING_CHECKS = ("training_call", "training_gradients", "hub_fine_tuning", "tfsm_layer",
-                      "serve_training_mode", "hyperparameter_effects")
+
+
+@functools.cache
+def fine_tuning_checks():
+    """The checks that run the model's training=True trace (the first run of it
+    prepares the function: most of a check's time), e.g. hyperparameter_effects
+    5-22s per model at 32x32 when it came first (CI, session 13): those tagged
+    @check(..., fine_tuning=True), in the order they run (tests/test_checker.py
+    names them). Imports TensorFlow, so it is not called at collection."""
+    return tuple(entry.name for entry in checker.all_checks() if entry.fine_tuning)
 
 
 def _first_of_each_module():
@@ -54,7 +61,7 @@ def skipped(plan):
     if plan.architecture is None or (
             plan.task == "classification" and plan.architecture.name in FINE_TUNED):
         return ()
-    return FINE_TUNING_CHECKS
+    return fine_tuning_checks()
 
 
 @pytest.fixture(scope="module")

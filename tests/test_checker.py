@@ -12,18 +12,20 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from hubexport import check
 from hubexport import checker
-from hubexport import checks
 from hubexport import export
-from hubexport import graph_scan
 from hubexport import reports
 from hubexport import serving
+from hubexport.check import call as call_checks
+from hubexport.check import graph_scan, hyperparameters
+from hubexport.check import serving as serving_checks
 from hubexport.errors import UserError
 
 import mutants
 
-CHECK_NAMES = [c.name for c in checks.CHECKS]
-CLAUSES = {c.name: c.clause for c in checks.CHECKS}
+CHECK_NAMES = [c.name for c in check.CHECKS]
+CLAUSES = {c.name: c.clause for c in check.CHECKS}
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +79,36 @@ def test_checks_have_unique_names_and_contract_clauses():
     clauses = {"F1", "F2", "R1", "R2", "R3", "R4", "C1", "C2", "C3", "C4", "C5",
                "K1", "K2", "K3"}
     assert set(CLAUSES.values()) == clauses
+
+
+def test_checks_run_in_the_order_they_ran_in_before_the_package():
+    """hubexport/checks.py's order of definition, kept: the fine-tuning checks share
+    traces and gradients, so which runs first matters (see hubexport.check.ORDER)."""
+    assert CHECK_NAMES == [
+        "saved_model_files", "tf2_saved_model", "no_unsafe_ops", "loads", "restored_call",
+        "variables", "trainable_variables", "regularization_losses", "input_signature",
+        "free_size", "training_argument", "training_call", "deterministic",
+        "batch_independent", "output_tensor", "documented_output_size", "output_finite",
+        "feature_size_constant", "logits_not_probabilities", "top_k_labels",
+        "hyperparameters", "hyperparameter_effects", "training_gradients",
+        "hub_fine_tuning", "hub_frozen", "tfsm_layer", "serve_endpoint",
+        "serve_training_mode", "serving_signature", "serving_output"]
+
+
+def test_the_fine_tuning_checks_are_tagged():
+    """The checks that run the training=True trace carry fine_tuning=True (the catalog
+    tier runs them on one architecture per Keras module, tests/test_catalog.py)."""
+    tagged = {c.name for c in check.CHECKS if c.fine_tuning}
+    assert tagged == {"training_call", "training_gradients", "hub_fine_tuning", "tfsm_layer",
+                      "serve_training_mode", "hyperparameter_effects"}
+
+
+def test_a_check_that_the_order_leaves_out_is_refused():
+    unlisted = check.Check("unlisted", "C1", None)
+    with pytest.raises(RuntimeError, match=r"it leaves out \['unlisted'\] and names \[\]"):
+        check.ordered([*check.CHECKS, unlisted])
+    with pytest.raises(RuntimeError, match=r"it leaves out \[\] and names \['loads'\]"):
+        check.ordered([c for c in check.CHECKS if c.name != "loads"])
 
 
 def test_good_model_conforms(report_of):
@@ -211,7 +243,7 @@ def test_top_k_naming_the_wrong_class_fails_top_k_labels(report_of):
     (np.ones((1, 8), np.float32), "has shape [1, 8]; expected [3, 8]"),
 ])
 def test_serving_output_problems(output, problem):
-    problems = checks.serving_output_problems(output, np.ones((3, 8), np.float32))
+    problems = serving_checks.serving_output_problems(output, np.ones((3, 8), np.float32))
     assert (problem in problems[0]) if problem else problems == []
 
 
@@ -223,7 +255,7 @@ def test_serving_output_problems(output, problem):
     ([[0.0, 3.0, 0.5]] * 6, None),  # Logits after a ReLU: unbounded above.
 ])
 def test_probability_heuristic(outputs, level):
-    finding = checks.probability_finding(np.array(outputs))
+    finding = call_checks.probability_finding(np.array(outputs))
     assert (finding and finding.level) == level
 
 
@@ -426,10 +458,10 @@ def test_rank3_input_skips_the_calls(report_of):
 
 def test_a_crashing_check_becomes_an_error():
     def broken(context):
-        yield checks.info("before the crash")
+        yield check.info("before the crash")
         raise RuntimeError("boom")
 
-    result = checker._run_check(checks.Check("broken", "C3", broken), context=None)
+    result = checker._run_check(check.Check("broken", "C3", broken), context=None)
     assert [f.level for f in result.findings] == ["info", "error"]
     assert "failed unexpectedly: RuntimeError: boom" in result.findings[1].message
     assert result.status == "error"
@@ -443,10 +475,10 @@ def test_task_comes_from_the_provenance_file(tmp_path, models):
     (path / "assets.extra").mkdir(parents=True)
     (path / export.PROVENANCE_FILE).write_text(json.dumps(
         {"task": "classification", "image_size": 64, "input": {"min_size": 48}}))
-    context = checks.Context(str(path), "auto", allow_unsafe_ops=False)
+    context = check.Context(str(path), "auto", allow_unsafe_ops=False)
     assert (context.task, context.task_source) == (
         "classification", "from assets.extra/hubexport.json")
-    good = checks.Context(models("good", mutants.good), "classification", False)
+    good = check.Context(models("good", mutants.good), "classification", False)
     assert (good.task, good.task_source) == ("classification", "as requested")
 
 
@@ -546,14 +578,14 @@ def test_mobilenet_v2_export_conforms_checked_as_loaded_or_from_disk(tmp_path, m
 
 def test_a_loaded_object_is_not_used_when_the_files_have_unsafe_ops(models, targets):
     path = models("no_unsafe_ops", _mutant_builder("no_unsafe_ops", targets))
-    context = checks.Context(path, "auto", False, loaded=object())
-    with pytest.raises(checks.Skip, match="not loaded: it has ops not known to be safe"):
+    context = check.Context(path, "auto", False, loaded=object())
+    with pytest.raises(check.Skip, match="not loaded: it has ops not known to be safe"):
         context.load()
 
 
 @pytest.mark.parametrize("size,batch", [(32, 3), (224, 3), (260, 2), (300, 1), (600, 1)])
 def test_gradient_steps_take_fewer_images_as_they_grow(size, batch):
-    context = checks.Context("/nonexistent", "feature_vector", False)
+    context = check.Context("/nonexistent", "feature_vector", False)
     assert context.gradient_images(hw=(size, size)).shape == (batch, size, size, 3)
 
 
@@ -562,6 +594,6 @@ def test_the_momentum_is_judged_on_the_median_move():
     keyword that is ignored (every mean moves as far) does not."""
     full = [np.full(4, 2.0 + i) for i in range(10)]
     drifted = [0.5 * f for f in full[:7]] + [0.48 * f for f in full[7:]]
-    assert checks.median_ratio(drifted, full) == (0.5, 10)
-    assert checks.median_ratio(full, full) == (1.0, 10)
-    assert checks.median_ratio(full, [np.zeros(4)] * 10)[1] == 0
+    assert hyperparameters.median_ratio(drifted, full) == (0.5, 10)
+    assert hyperparameters.median_ratio(full, full) == (1.0, 10)
+    assert hyperparameters.median_ratio(full, [np.zeros(4)] * 10)[1] == 0

@@ -228,12 +228,13 @@ def test_command_help_lists_only_that_commands_flags(command):
 def test_help_lists_the_check_names_and_the_architectures():
     import re
 
+    from hubexport import names
     from hubexport.architectures import ARCHITECTURES
 
     check_help = cli.help_text(["check", "--help"])
     for name in cli.check_names():
         assert re.search(rf"[ ,]{name}[,.]", check_help), name
-    compact = cli.compact_names(ARCHITECTURES)
+    compact = names.compact(ARCHITECTURES)
     assert compact in " ".join(cli.help_text(["export", "-h"]).split())
     expanded = []
     for item in compact.split(", "):
@@ -437,7 +438,7 @@ def test_usage_errors_come_before_tensorflow_is_imported(tmp_path):
 
 def test_an_interrupted_export_all_says_what_finished_and_exits_130(tmp_path, capsys,
                                                                    monkeypatch):
-    from hubexport import runner
+    from hubexport.batch import scheduler
 
     configs = tmp_path / "configs"
     configs.mkdir()
@@ -445,11 +446,11 @@ def test_an_interrupted_export_all_says_what_finished_and_exits_130(tmp_path, ca
         _write(configs / f"{name}.toml", f'architecture = "{arch}"\ntask = "feature_vector"\n')
 
     def interrupted_after_two(jobs, parallel, on_outcome, **kwargs):
-        on_outcome(runner.Outcome(jobs[0], {"ok": True}, 1.0))
-        on_outcome(runner.Outcome(jobs[1], {"ok": False, "error": "boom"}, 2.0))
+        on_outcome(scheduler.Outcome(jobs[0], {"ok": True}, 1.0))
+        on_outcome(scheduler.Outcome(jobs[1], {"ok": False, "error": "boom"}, 2.0))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "run", interrupted_after_two)
+    monkeypatch.setattr(scheduler, "run", interrupted_after_two)
     assert run("export_all", f"--config_dir={configs}", f"--output_dir={tmp_path / 'o'}",
                "--weights=none", "--min_size", "--nocheck_exports") == 130
     out, err = capsys.readouterr()

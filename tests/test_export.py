@@ -10,6 +10,7 @@ import pytest
 from conftest import FV_SIZE, fit_through_hub, reference_model, save_random_weights
 from test_cli import read_only_dir  # noqa: F401 (a fixture)
 from hubexport import export
+from hubexport.export import write
 from hubexport.errors import UserError
 
 
@@ -58,7 +59,7 @@ def test_export_equals_keras_application_on_preprocessed_input(
     assert _relative(actual, expected) < 1e-4
 
     # The gradient is the one Keras computes (the custom gradients are
-    # saved while tensors compare by identity: export._save).
+    # saved while tensors compare by identity: write._save).
     # One plain tape each: a persistent one would have TensorFlow prepare
     # higher-order gradients of the restored function, many times slower.
     x = tf.constant(images[:2])
@@ -83,11 +84,11 @@ def test_tensors_compare_by_identity_only_inside_the_block():
 
     one = tf.constant(1.0)
     with pytest.raises(RuntimeError):
-        with export._tensors_compared_by_identity(True):
+        with write._tensors_compared_by_identity(True):
             assert (one == tf.constant(1.0)) is False  # Identity: another tensor.
             raise RuntimeError
     assert bool(one == tf.constant(1.0))  # Elementwise again, after an error too.
-    with export._tensors_compared_by_identity(False):
+    with write._tensors_compared_by_identity(False):
         assert bool(one == tf.constant(1.0))
 
 
@@ -210,6 +211,22 @@ def test_provenance_describes_the_export(mobilenet_fv, mobilenet_weights):
     assert info["weights"]["sha256"] == weights.sha256_of(mobilenet_weights)
     assert info["verification"]["max_relative_difference"] < 1e-4
     assert set(info["versions"]) == {"hubexport", "tensorflow", "keras", "python"}
+
+
+def test_load_provenance_is_the_file_typed(mobilenet_fv, tmp_path):
+    from hubexport import contract
+
+    loaded = export.load_provenance(mobilenet_fv)
+    assert isinstance(loaded, contract.Provenance) and loaded.is_hubexport
+    assert loaded.to_json() == export.read_provenance(mobilenet_fv)
+    assert (loaded.architecture, loaded.output.size, loaded.input.min_size) == (
+        "MobileNetV2", 1280, 32)
+    # No file, or a file that is not a JSON object: an empty record, as read_provenance's None.
+    assert export.load_provenance(str(tmp_path)) == contract.Provenance()
+    (tmp_path / export.PROVENANCE_FILE).parent.mkdir()
+    (tmp_path / export.PROVENANCE_FILE).write_text("[1, 2]")
+    assert export.read_provenance(str(tmp_path)) == [1, 2]
+    assert export.load_provenance(str(tmp_path)).task is None
 
 
 def test_weights_file_from_the_topless_model(keras, tmp_path):
@@ -606,3 +623,33 @@ def test_batch_norm_momentum_sets_how_fast_statistics_follow_a_batch(mobilenet_f
     assert steps[0.0] > 0
     np.testing.assert_allclose(steps[0.5] / steps[0.0], 0.5, rtol=1e-3)
     np.testing.assert_allclose(steps[0.999] / steps[0.0], 0.001, rtol=1e-2)
+
+
+# --- the package's layout ---------------------------------------------------
+
+
+def _imports_of_the_package(source):
+    """The imports in `source` that take a name from hubexport.export itself."""
+    import ast
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name == "hubexport.export")
+        elif isinstance(node, ast.ImportFrom) and (
+                (node.level == 0 and node.module == "hubexport.export")
+                or (node.level and not node.module)
+                or (node.level == 0 and node.module == "hubexport"
+                    and any(a.name == "export" for a in node.names))):
+            yield f"line {node.lineno}: from {'.' * node.level}{node.module or ''} import"
+
+
+def test_the_steps_of_an_export_never_import_the_package():
+    """export() calls its steps through the package's names (what a test
+    replaces); a step importing one of those would depend on import order."""
+    assert list(_imports_of_the_package("from hubexport.export import verify")) != []
+    directory = os.path.dirname(export.__file__)
+    steps = sorted(n for n in os.listdir(directory) if n.endswith(".py") and n != "__init__.py")
+    assert "write.py" in steps
+    for name in steps:
+        with open(os.path.join(directory, name)) as f:
+            assert list(_imports_of_the_package(f.read())) == [], name

@@ -1,6 +1,7 @@
 """export_all and check over many models, through the command line: worker
 processes, shards, resuming, interrupts, and the summary."""
 
+import functools
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import pytest
 from test_cli import run
 
 from hubexport import catalog, export
+from hubexport.batch import scheduler
 from hubexport.errors import UserError
 
 
@@ -178,3 +180,65 @@ def test_export_all_refuses_an_output_that_holds_its_config(tmp_path, capsys):
     said = capsys.readouterr().out
     assert f"{out / 'v3small_fv'} contains the input {configs}/v3small_fv.toml" in said
     assert sorted(os.listdir(out / "v3small_fv")) == ["v2_classifier.toml", "v3small_fv.toml"]
+
+
+# A stand-in worker for export_all's jobs: it answers each at once, but the
+# export of the model named by its argument writes its staging directory and
+# never ends.
+_HANGING_EXPORT = """
+import json, os, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    name = os.path.basename(job["output"])
+    if name == sys.argv[1]:
+        os.makedirs(os.path.join(os.path.dirname(job["output"]), f".{name}.partial-1"))
+        time.sleep(60)
+    print(json.dumps({"ok": True, "peak_bytes": 1}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("jobs", ["--jobs=1", "--jobs=2"])
+def test_an_export_past_its_time_limit_fails_and_the_run_goes_on(tmp_path, capsys, monkeypatch,
+                                                                 jobs):
+    configs = _configs(tmp_path / "configs")
+    out = tmp_path / "models"
+    plans = catalog.catalog_plans(configs, {"weights": "none"}, min_size=True)
+    # The first to run (the largest estimate) hangs; with --jobs=1 the other runs after it.
+    hangs, other = (name for name, _, _ in
+                    sorted(plans, key=lambda p: -catalog.estimate(p[2])[1]))
+    stand_in = (sys.executable, "-c", _HANGING_EXPORT, hangs)
+    monkeypatch.setattr(scheduler, "run", functools.partial(scheduler.run, worker_command=stand_in))
+    report = tmp_path / "summary.json"
+    assert run("export_all", f"--config_dir={configs}", f"--output_dir={out}", "--weights=none",
+               "--min_size", "--nocheck_exports", "--timeout_s=1", jobs,
+               f"--json_report={report}") == 1
+    said = capsys.readouterr().out
+    error = "stopped during export: the model exceeded the time limit of 1 s (--timeout_s)"
+    assert f"{hangs}: FAILED: {error} in " in said and f"{other}: done in " in said
+    if jobs == "--jobs=1":  # One after the other: the run went on past the kill.
+        assert said.index(f"[1/2] {hangs}: FAILED") < said.index(f"[2/2] {other}: done")
+    rows = {row["name"]: row for row in json.loads(report.read_text())["models"]}
+    assert (rows[hangs]["status"], rows[hangs]["error"]) == ("FAILED", error)
+    assert rows[other]["status"] == "exported"
+    assert "2 models, 1 failed or not conforming" in said
+    assert sorted(os.listdir(out)) == [catalog.STATE_DIR]  # Its staging removed.
+
+
+def test_a_previous_export_retired_by_a_killed_install_comes_back(tmp_path):
+    """Killed between _install's two renames, the old export sits in a retired
+    directory and the output is missing: the clean-up moves it back (deleting
+    it would lose the user's export) and removes staging and retired leftovers."""
+    out = tmp_path / "models"
+    retired = out / ".m.old-abc" / "model"
+    retired.mkdir(parents=True)
+    (retired / "saved_model.pb").write_text("old export")
+    (out / ".m.partial-xyz").mkdir()
+    (out / ".other.old-1" / "model").mkdir(parents=True)
+    export.write.clean_up_after_kill(str(out / "m"))
+    assert (out / "m" / "saved_model.pb").read_text() == "old export"
+    assert sorted(os.listdir(out)) == [".other.old-1", "m"]
+
+    (out / ".m.old-def" / "model").mkdir(parents=True)  # The new export did arrive.
+    export.write.clean_up_after_kill(str(out / "m"))
+    assert sorted(os.listdir(out)) == [".other.old-1", "m"]
+    assert (out / "m" / "saved_model.pb").read_text() == "old export"

@@ -3,7 +3,7 @@
 Each SavedModel of unsafe_models hides a WriteFile (or an op that carries a
 graph the scan cannot read) on one path a load or call can take. For each,
 `hubexport check` must name the op, fail, and run nothing: the file the op
-would write stays absent. The op list itself (hubexport/ops.toml) must cover
+would write stays absent. The op list itself (hubexport/check/ops.toml) must cover
 every op this TensorFlow registers, so an upgrade cannot widen the gate.
 """
 
@@ -14,7 +14,8 @@ import tensorflow as tf
 from tensorflow.core.framework import op_def_pb2
 from tensorflow.python.client import pywrap_tf_session
 
-from hubexport import checker, graph_scan
+from hubexport import checker
+from hubexport.check import graph_scan
 
 import mutants
 import unsafe_models

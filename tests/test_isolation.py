@@ -1,9 +1,10 @@
-"""A check always ends: each model's checks run in a child process with limits.
+"""A check always ends: each model's checks run in a worker process with limits.
 
-Four runs start a real child (each imports TensorFlow, seconds): the good
-model, a model whose __call__ never ends, one that allocates without end, and
-none else; the rest drive hubexport.isolation with stand-in children (a few
-lines of Python, no TensorFlow) that report some checks and then hang or die.
+Four tests start real workers (each imports TensorFlow, seconds): the good
+model, a model whose __call__ never ends (alone, and with --jobs=2 beside the
+good one), one that allocates without end, and none else; the rest drive
+hubexport.batch.limits with stand-in workers (a few lines of Python, no
+TensorFlow) that report some checks and then hang, fail or die.
 """
 
 import functools
@@ -22,7 +23,8 @@ from absl.testing import flagsaver
 
 # catalog now, at collection: check_all's `out=sys.stdout` default is bound at its
 # import, and a capsys stream of one test is closed in the next.
-from hubexport import catalog, checker, cli, isolation  # noqa: F401
+from hubexport import catalog, checker, cli  # noqa: F401
+from hubexport.batch import limits as limits_lib
 
 import mutants
 
@@ -64,9 +66,9 @@ def _endless(path, allocate=False):
     mutants._save(path, mutants._root(model, call))
 
 
-def _run_cli(*args):
+def _run_cli(*args, command="check"):
     with flagsaver.flagsaver():
-        return cli.main(flags.FLAGS(["hubexport", "check", *args]))
+        return cli.main(flags.FLAGS(["hubexport", command, *args]))
 
 
 def _stopped_at(statuses):
@@ -82,7 +84,7 @@ def _stopped_at(statuses):
 def test_good_model_gets_the_same_findings_isolated_as_in_process(model_dir):
     path = model_dir("good", mutants.good)
     shown = []
-    report = isolation.check(path, on_result=shown.append)
+    report = limits_lib.check(path, on_result=shown.append)
     in_process = checker.check(path)
     assert [(r.check, r.clause, r.findings) for r in report.results] == [
         (r.check, r.clause, r.findings) for r in in_process.results]
@@ -116,6 +118,31 @@ def test_a_call_that_never_ends_is_stopped_at_the_time_limit(model_dir, tmp_path
     assert f"hubexport: [1/{len(CHECKS)}] F1 saved_model_files: passed" in out
     assert f"[{position + 1}/{len(CHECKS)}] {checks[position]['clause']} {stopped}: error" in out
     assert model["verdict"] == "fails"
+
+
+def test_many_jobs_stop_a_call_that_never_ends_and_check_the_others(model_dir, tmp_path,
+                                                                    capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, builder in (("endless", _endless), ("good", mutants.good)):
+        os.symlink(model_dir(name, builder), models / name)
+    json_path = tmp_path / "report.json"
+    # The good model's check takes about 15 s on a busy machine; 60 s leaves 4x.
+    assert _run_cli(str(models), "--jobs=2", "--timeout_s=60",
+                    f"--json_report={json_path}") == 1
+    out = capsys.readouterr().out
+    by_name = {os.path.basename(m["path"]): m for m in json.load(open(json_path))["models"]}
+    assert by_name["good"]["verdict"] == "conforms"
+    checks = by_name["endless"]["checks"]
+    stopped = _stopped_at([(c["check"], c["status"]) for c in checks])
+    position = CHECKS.index(stopped)
+    assert position > CHECKS.index("loads")
+    assert all(c["status"] == "passed" for c in checks[:position]), checks[:position]
+    reason = "the model exceeded the time limit of 60 s (--timeout_s)"
+    assert checks[position]["findings"][-1]["message"] == f"stopped: {reason}"
+    assert {c["findings"][0]["message"] for c in checks[position + 1:]} == {
+        f"not run: {reason} during {stopped}"}
+    assert f"endless: FAILED: stopped during {stopped}: {reason} in " in out
 
 
 def test_a_call_that_allocates_without_end_is_stopped_at_the_memory_limit(
@@ -160,6 +187,13 @@ def _stand_in(tmp_path, body):
     return (sys.executable, str(script))
 
 
+def test_a_check_that_fails_in_the_worker_keeps_the_checks_that_ended(tmp_path):
+    command = _stand_in(tmp_path, 'send({"ok": False, "error": "RuntimeError: boom"})\n')
+    report = limits_lib.check("m", limits=limits_lib.Limits(60, NO_MEMORY_LIMIT),
+                             command=command)
+    _kept_two_and_stopped_third(report, "the check failed: RuntimeError: boom")
+
+
 def _kept_two_and_stopped_third(report, message):
     results = report.results
     assert [r.status for r in results[:2]] == ["passed", "warning"]
@@ -179,8 +213,8 @@ def test_a_hanging_child_and_its_process_group_are_killed(tmp_path):
         time.sleep(1000)
         """)
     shown = []
-    report = isolation.check("m", skip=("tfsm_layer",), on_result=shown.append,
-                             limits=isolation.Limits(3, NO_MEMORY_LIMIT), command=command)
+    report = limits_lib.check("m", skip=("tfsm_layer",), on_result=shown.append,
+                             limits=limits_lib.Limits(3, NO_MEMORY_LIMIT), command=command)
     rest = _kept_two_and_stopped_third(
         report, "the model exceeded the time limit of 3 s (--timeout_s)")
     assert [r.check for r in shown] == CHECKS[:3]
@@ -208,7 +242,7 @@ def _gone(pid):
 
 def test_a_child_killed_by_a_signal_is_reported_naming_it(tmp_path):
     command = _stand_in(tmp_path, "os.kill(os.getpid(), signal.SIGSEGV)\n")
-    report = isolation.check("m", limits=isolation.Limits(60, NO_MEMORY_LIMIT),
+    report = limits_lib.check("m", limits=limits_lib.Limits(60, NO_MEMORY_LIMIT),
                              command=command)
     rest = _kept_two_and_stopped_third(report, "the check process was killed by signal SIGSEGV")
     assert {f.message for r in rest for f in r.findings} == {
@@ -218,7 +252,7 @@ def test_a_child_killed_by_a_signal_is_reported_naming_it(tmp_path):
 
 def test_a_child_that_exits_before_its_report_is_an_error(tmp_path):
     command = _stand_in(tmp_path, "sys.exit(3)\n")
-    report = isolation.check("m", limits=isolation.Limits(60, NO_MEMORY_LIMIT),
+    report = limits_lib.check("m", limits=limits_lib.Limits(60, NO_MEMORY_LIMIT),
                              command=command)
     _kept_two_and_stopped_third(
         report, "the check process ended with exit status 3 before its report")
@@ -236,8 +270,8 @@ def test_interrupting_the_parent_kills_the_child(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        isolation.check("m", on_result=interrupt, command=command,
-                        limits=isolation.Limits(60, NO_MEMORY_LIMIT))
+        limits_lib.check("m", on_result=interrupt, command=command,
+                        limits=limits_lib.Limits(60, NO_MEMORY_LIMIT))
     if pid_file.exists():  # Else it was killed before it got there.
         assert _gone(int(pid_file.read_text()))
 
@@ -250,22 +284,60 @@ def test_default_memory_limit_is_most_of_the_machines_ram():
         pytest.skip("no /proc/meminfo")
     with open("/proc/meminfo") as f:
         total = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
-    assert isolation.default_memory_bytes() == isolation.MEMORY_SHARE * total
-    assert 0.5 <= isolation.MEMORY_SHARE < 1
+    assert limits_lib.default_memory_bytes() == limits_lib.MEMORY_SHARE * total
+    assert 0.5 <= limits_lib.MEMORY_SHARE < 1
 
 
 def test_check_passes_the_flags_as_limits(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setattr(checker, "run", lambda *args, **kwargs: seen.append(kwargs) or 0)
     assert _run_cli(str(tmp_path), "--timeout_s=42", "--memory_gb=2.5") == 0
-    assert seen[-1]["limits"] == isolation.Limits(42, 2.5e9)
+    assert seen[-1]["limits"] == limits_lib.Limits(42, 2.5e9)
     assert _run_cli(str(tmp_path)) == 0
-    assert seen[-1]["limits"] == isolation.default_limits()
-    assert isolation.DEFAULT_TIMEOUT_S >= 1800
+    assert seen[-1]["limits"] == limits_lib.default_limits()
+    assert limits_lib.DEFAULT_TIMEOUT_S >= 1800
 
 
-def test_timeout_with_many_jobs_is_a_usage_error(capsys, tmp_path):
-    assert _run_cli(str(tmp_path), "--timeout_s=42", "--jobs=2") == 2
+def test_check_with_many_jobs_passes_the_flags_as_limits_to_the_runner(monkeypatch, tmp_path):
+    from hubexport.batch import scheduler
+
+    seen = []
+    monkeypatch.setattr(scheduler, "run", lambda jobs, *args, **kwargs: seen.append(kwargs) or [])
+    assert _run_cli(str(tmp_path), "--jobs=2", "--timeout_s=42", "--memory_gb=2.5") == 0
+    assert seen[-1]["limits"] == limits_lib.Limits(42, 2.5e9)
+    assert seen[-1]["memory_budget"] == 2.5e9  # Also what the jobs may use together.
+    assert _run_cli(str(tmp_path), "--jobs=2") == 0
+    assert seen[-1]["limits"] == limits_lib.default_limits()
+
+
+def test_export_all_passes_its_limits_per_model(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(catalog, "export_all", lambda *args, **kwargs: seen.append(kwargs) or 0)
+    common = (f"--config_dir={tmp_path}", f"--output_dir={tmp_path}")
+    assert _run_cli(*common, "--timeout_s=7", "--memory_gb=3", command="export_all") == 0
+    assert seen[-1]["limits"] == limits_lib.Limits(7, 3e9)
+    assert _run_cli(*common, command="export_all") == 0
+    assert seen[-1]["limits"] == limits_lib.default_limits(limits_lib.EXPORT_TIMEOUT_S)
+
+
+def test_the_export_all_default_fits_the_catalog_with_a_wide_margin():
+    # The catalog CI tier's longest model (export and check at its smallest size,
+    # --jobs=2) takes about 5 minutes; the slowest full-size one about 550 s on a
+    # slow day beside another model (limits_lib.EXPORT_TIMEOUT_S's comment).
+    assert limits_lib.EXPORT_TIMEOUT_S >= 10 * 5 * 60
+    assert limits_lib.EXPORT_TIMEOUT_S >= 6 * 550
+    assert limits_lib.EXPORT_TIMEOUT_S >= limits_lib.DEFAULT_TIMEOUT_S  # Export and check.
+
+
+@pytest.mark.parametrize("command", ["check", "export_all"])
+@pytest.mark.parametrize("flag", ["--timeout_s=nan", "--timeout_s=inf", "--memory_gb=0",
+                                  "--memory_gb=nan", "--memory_gb=inf"])
+def test_a_limit_that_is_no_limit_is_a_usage_error(capsys, tmp_path, command, flag):
+    paths = ([str(tmp_path)] if command == "check" else
+             [f"--config_dir={tmp_path}", f"--output_dir={tmp_path}"])
+    assert _run_cli(*paths, flag, "--jobs=2", command=command) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("hubexport: error: --timeout_s applies to check with --jobs=1")
-    assert "\n" not in err
+    name, value = flag[2:].split("=")
+    assert err == (f"hubexport: error: --{name}={value} is no limit; allowed: a finite number "
+                   f"above 0, e.g. --{name}={3600 if name == 'timeout_s' else 16} (leave it "
+                   "out for the default)")

@@ -8,6 +8,7 @@ import pytest
 from conftest import FV_SIZE, fit_through_hub
 from hubexport import config as config_lib
 from hubexport import export
+from hubexport.export import verification
 from hubexport.errors import UserError
 
 XLA = "_XlaMustCompile"
@@ -196,7 +197,7 @@ def test_the_model_is_traced_once_per_value_of_training(keras, jit_compile):
 
 
 def test_a_jit_export_that_differs_says_xla_may_be_why(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "relative_difference", lambda actual, expected: 0.5)
+    monkeypatch.setattr(verification, "relative_difference", lambda actual, expected: 0.5)
     plan = export.plan("MobileNetV2", "feature_vector", 32, "none", jit_compile=True)
     with pytest.raises(export.VerificationError, match="5.00e-01 .*export without --jit_compile"):
         export.export(plan, str(tmp_path / "model"))

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import FV_SIZE
-from hubexport import checks, reusable
+from hubexport import check, reusable
+from hubexport.check import consumers
 from hubexport.keras import ReusableLayer, keras_name
 
 import mutants
@@ -227,7 +228,7 @@ def test_tfsm_layer_fine_tunes_with_plain_sgd(keras, good):
 
 
 def test_check_fine_tunes_with_adam(good):
-    findings = list(checks._reusable_layer(checks.Context(good, "auto", False)))
+    findings = list(consumers._reusable_layer(check.Context(good, "auto", False)))
     assert [f.message for f in findings] == [
         "one Adam fit step moved 6 of 6 trainable and 2 of 2 non-trainable backbone weights"]
 
@@ -239,7 +240,7 @@ def test_check_reports_a_backbone_adam_does_not_move(tmp_path):
     root.unused = tf.Variable(1.0, name="unused")
     root.variables, root.trainable_variables = root.variables + [root.unused], [root.unused]
     mutants._save(str(tmp_path), (root, signatures))
-    findings = list(checks._reusable_layer(checks.Context(str(tmp_path), "auto", False)))
+    findings = list(consumers._reusable_layer(check.Context(str(tmp_path), "auto", False)))
     assert [f.level for f in findings] == ["error"]
     assert "one Adam fit step through ReusableLayer moved none of the 1" in findings[0].message
 

@@ -1,48 +1,70 @@
 """The scheduler of export_all and check --jobs, with a stand-in worker.
 
-The stand-in speaks the worker's protocol without TensorFlow: it sleeps for
-the job's "sleep" seconds, appends "start/end NAME PID TIME" to a log, and
-answers with the job's "rss" as its memory. So these tests see exactly when
-each job ran, in which process, in a fraction of a second each.
+The stand-in speaks the worker's protocol without TensorFlow: it reports the
+job's "checks" as started and passed, starts its "running" check, sleeps for
+the job's "sleep" seconds (with "allocate", beside a child process holding
+that many bytes), appends "start/end NAME PID TIME" to a log, and answers
+with the job's "rss" as its memory. So these tests see exactly when each job
+ran, in which process, and what was kept of a job stopped at its limits, in
+a fraction of a second each (a limit: 1 s).
 """
 
+import json
+import math
 import os
 import sys
 
 import pytest
+from test_isolation import _gone
 
-from hubexport import catalog, runner
+from hubexport import atomic, catalog, checker, reports
+from hubexport.batch import limits as limits_lib
+from hubexport.batch import memory, scheduler
 from hubexport.errors import UserError
 
-GIB = runner.GIB
+GIB = scheduler.GIB
+ONE_SECOND = limits_lib.Limits(1, math.inf)
 
 _FAKE_WORKER = """
-import json, os, sys, time
+import json, os, subprocess, sys, time
 log = sys.argv[1]
+def send(message):
+    print(json.dumps(message), flush=True)
 for line in sys.stdin:
     job = json.loads(line)
     with open(log, "a") as f:
         f.write(f"start {job['name']} {os.getpid()} {time.monotonic()}\\n")
     if job.get("die"):
         sys.exit(3)
+    for name in job.get("checks", ()):
+        send({"started": name, "task": "feature_vector", "task_source": "as requested"})
+        send({"result": {"check": name, "clause": "F1", "findings": [], "seconds": 0.1}})
+    if job.get("running"):
+        send({"started": job["running"]})
+    if job.get("allocate"):
+        child = subprocess.Popen([sys.executable, "-c", "import time; kept = b'1' * %d; "
+                                  "time.sleep(1000)" % job["allocate"]])
+        open(job["child_pid"], "w").write(str(child.pid))
     time.sleep(job.get("sleep", 0.2))
     with open(log, "a") as f:
         f.write(f"end {job['name']} {os.getpid()} {time.monotonic()}\\n")
-    print(json.dumps({"ok": True, "rss_bytes": job.get("rss", 0), "peak_bytes": 1}), flush=True)
+    send({"ok": True, "rss_bytes": job.get("rss", 0), "peak_bytes": 1})
 """
 
 
 def _run(tmp_path, jobs, **kwargs):
     log = tmp_path / "events.log"
     messages = []
-    outcomes = runner.run(jobs, log=messages.append,
+    outcomes = scheduler.run(jobs, log=messages.append,
                           worker_command=(sys.executable, "-c", _FAKE_WORKER, str(log)), **kwargs)
     events = [line.split() for line in log.read_text().splitlines()]
     return outcomes, events, messages
 
 
 def _job(name, memory=GIB, cost=1.0, **request):
-    return runner.Job(name, {"name": name, **request}, memory, cost)
+    """An export job (its "export" runs until its first check starts)."""
+    return scheduler.Job(name, {"name": name, "export": {}, "output": name, **request}, memory,
+                      cost)
 
 
 def _intervals(events):
@@ -106,7 +128,7 @@ def test_small_jobs_do_not_keep_a_large_one_waiting(tmp_path):
 
 
 def test_a_worker_that_grew_is_replaced(tmp_path):
-    jobs = [_job("grew", cost=3, rss=runner.RECYCLE_BYTES + 1), _job("next", cost=2),
+    jobs = [_job("grew", cost=3, rss=scheduler.RECYCLE_BYTES + 1), _job("next", cost=2),
             _job("same", cost=1)]
     _, events, _ = _run(tmp_path, jobs, parallel=1)
     spans = _intervals(events)
@@ -118,10 +140,58 @@ def test_a_dead_worker_fails_its_job_only(tmp_path):
     jobs = [_job("dies", cost=2, die=True), _job("fine", cost=1)]
     outcomes, _, messages = _run(tmp_path, jobs, parallel=1)
     dead, fine = outcomes
-    assert not dead.answer["ok"]
-    assert "worker process ended (exit status 3" in dead.answer["error"]
+    assert dead.answer == {"ok": False, "error": "stopped during export: the worker process "
+                                                 "ended with exit status 3 before its report"}
     assert fine.answer["ok"]
-    assert any("dies: FAILED: the worker process ended" in m for m in messages)
+    assert any("dies: FAILED: stopped during export: the worker process ended" in m
+               for m in messages)
+
+
+def test_a_job_past_its_time_limit_is_killed_and_the_run_goes_on(tmp_path):
+    jobs = [_job("hangs", cost=2, sleep=60), _job("fine", cost=1)]
+    outcomes, events, messages = _run(tmp_path, jobs, parallel=1, limits=ONE_SECOND)
+    hangs, fine = outcomes
+    assert hangs.answer == {"ok": False, "error": "stopped during export: the model exceeded "
+                                                  "the time limit of 1 s (--timeout_s)"}
+    assert fine.answer["ok"]
+    spans = _intervals(events)
+    assert "end" not in spans["hangs"] and _gone(int(spans["hangs"]["pid"]))
+    assert spans["fine"]["pid"] != spans["hangs"]["pid"]  # A fresh worker.
+    assert any("hangs: FAILED: stopped during export: the model exceeded" in m for m in messages)
+
+
+def test_a_worker_past_its_memory_limit_is_killed_with_its_children(tmp_path):
+    # The worker is small; the child it started holds 400 MB.
+    child = tmp_path / "child.pid"
+    jobs = [_job("grows", sleep=60, allocate=400 * 10**6, child_pid=str(child)),
+            _job("fine", cost=0.5)]
+    outcomes, _, _ = _run(tmp_path, jobs, limits=limits_lib.Limits(30, 0.2e9))
+    error = outcomes[0].answer["error"]
+    assert error.startswith("stopped during export: the model used more than 0.2 GB of "
+                            "memory (--memory_gb); ")
+    assert error.endswith(" GB resident when stopped")
+    assert _gone(int(child.read_text()))  # The whole process group.
+    assert outcomes[1].answer["ok"]
+
+
+def test_a_check_job_stopped_at_its_limit_keeps_the_checks_that_ended(tmp_path):
+    names = [c.name for c in checker.all_checks()]
+    job = scheduler.Job("m", {"name": "m", "check": "/models/m", "checks": names[:2],
+                           "running": names[2], "sleep": 60, "skip_checks": [names[-1]]},
+                     GIB, 1.0)
+    (outcome,), _, _ = _run(tmp_path, [job], limits=ONE_SECOND)
+    reason = "the model exceeded the time limit of 1 s (--timeout_s)"
+    assert outcome.answer["error"] == f"stopped during {names[2]}: {reason}"
+    report = reports.from_json(outcome.answer["report"])
+    assert (report.path, report.task, report.task_source) == (
+        "/models/m", "feature_vector", "as requested")
+    assert [r.check for r in report.results] == names
+    assert [r.status for r in report.results[:3]] == ["passed", "passed", "error"]
+    assert report.results[2].findings[-1].message == f"stopped: {reason}"
+    assert {f.message for r in report.results[3:-1] for f in r.findings} == {
+        f"not run: {reason} during {names[2]}"}
+    assert report.results[-1].findings[0].message == "not run: --skip_checks"
+    assert outcome.answer["text"].splitlines()[-1].startswith("/models/m: FAILS (1 error")
 
 
 def test_shards_split_everything_once_and_evenly():
@@ -154,13 +224,13 @@ def test_memory_estimate_grows_with_model_and_size():
 
 
 def test_progress_durations_read_well():
-    assert [runner.duration(s) for s in (4.4, 75, 3725)] == ["4s", "1m15s", "1h02m"]
+    assert [scheduler.duration(s) for s in (4.4, 75, 3725)] == ["4s", "1m15s", "1h02m"]
 
 
 def test_available_memory_is_read_from_proc():
     if not os.path.exists("/proc/meminfo"):
         pytest.skip("no /proc/meminfo")
-    assert 0 < runner.available_memory() < 2**50
+    assert 0 < memory.available() < 2**50
 
 
 def test_every_full_size_catalog_model_fits_a_24_gib_machine_by_its_estimate():
@@ -190,3 +260,14 @@ def test_check_estimates_come_from_the_provenance_or_the_bytes(tmp_path):
     other.mkdir()
     small, large = (catalog.estimate_check(str(other), n) for n in (10e6, 1e9))
     assert small[0] < large[0] and small[1] < large[1]
+
+
+def test_a_record_is_replaced_whole_or_not_at_all(tmp_path):
+    """export_all's records and summary (hubexport.atomic): a write that fails
+    half-way leaves the old file as it was, and no partial file beside it."""
+    path = tmp_path / "m.json"
+    atomic.write_json(str(path), {"key": "old"})
+    with pytest.raises(TypeError):  # After '{"key": ' is written.
+        atomic.write_json(str(path), {"key": object()})
+    assert json.loads(path.read_text()) == {"key": "old"}
+    assert os.listdir(tmp_path) == ["m.json"]

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from hubexport import checker, checks, reports
+from hubexport import check, checker, reports
 
 import mutants
 
@@ -22,7 +22,7 @@ def without_hub(tmp_path_factory):
     """The report of the good model's K1 checks, tensorflow_hub unimportable."""
     path = str(tmp_path_factory.mktemp("verdict") / "good")
     mutants.good(path)
-    others = tuple(c.name for c in checks.CHECKS if c.name not in K1)
+    others = tuple(c.name for c in check.CHECKS if c.name not in K1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sys.modules, "tensorflow_hub", None)  # import raises ImportError
         return checker.check(path, skip=others)
@@ -72,3 +72,20 @@ def test_reports_round_trip_the_level(without_hub):
     document = json.loads(json.dumps(reports.to_json([without_hub])))
     again = reports.from_json(document["models"][0])
     assert again.count("unavailable") == 2 and again.fails(strict=True)
+
+
+@pytest.mark.parametrize("write", [reports.write_json, reports.write_junit_xml])
+def test_a_report_that_fails_while_being_written_leaves_the_previous_one(
+        tmp_path, monkeypatch, without_hub, write):
+    path = tmp_path / "report"
+    path.write_text("the previous report")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", broken)
+    monkeypatch.setattr(reports, "junit_xml", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write([without_hub], str(path))
+    assert path.read_text() == "the previous report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]

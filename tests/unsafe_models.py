@@ -20,7 +20,7 @@ in about a second; what matters is where the op sits:
 
 import tensorflow as tf
 
-from hubexport import graph_scan
+from hubexport.check import graph_scan
 
 SCALAR = tf.TensorSpec([], tf.float32)
 

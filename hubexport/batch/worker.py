@@ -1,10 +1,11 @@
-"""A worker process of hubexport.runner: exports and checks, one job at a time.
+"""A worker process of the batch layer: exports and checks, a job at a time.
 
-    python -m hubexport.worker
+    python -m hubexport.batch.worker
 
-Reads one JSON job per line on stdin and answers each with one JSON line on
-the stdout it was started with; everything else the libraries print goes to
-stderr. A job is
+Started (limits.WORKER) by hubexport.batch.scheduler (export_all, check
+--jobs=N) and hubexport.batch.limits (check of one model). Reads one JSON job per line on
+stdin and answers each with one JSON line on the stdout it was started with;
+everything else the libraries print goes to stderr. A job is
 
   {"export": {settings of export.plan}, "output": DIR, "overwrite": bool,
    "overwrite_any_saved_model": bool, "inputs": [config and labels files],
@@ -17,48 +18,42 @@ and its answer {"ok": true, ...} with the export's seconds and the check's
 report as JSON (hubexport.reports.to_json), or {"ok": false, "error": one
 line}. Each answer carries the job's peak memory ("peak_bytes", the resident
 set's high-water mark since the job started) and the worker's memory after it
-("rss_bytes"), so the runner can replace a worker that grew.
+("rss_bytes"), so the scheduler can replace a worker that grew.
+
+Before its answer, a job that checks sends a line as each check starts,
+{"started": NAME, "task": ..., "task_source": ...}, and ends, {"result":
+CheckResult as a dict}: a parent that stops the job at its time or memory
+limit (hubexport.batch.limits) keeps the checks that ended.
 """
 
+import dataclasses
 import json
 import os
 import signal
 import sys
 import time
 
-_STATUS = "/proc/self/status"
+from hubexport import startup
+from hubexport.batch import memory
 
 
-def _memory(field, status=_STATUS):
-    """VmHWM / VmRSS of this process in bytes (0 where /proc is missing).
-
-    status: another file of "Field: N kB" lines (/proc/PID/status, /proc/meminfo).
-    """
-    try:
-        with open(status) as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _reset_peak():
-    """Starts a new high-water mark for VmHWM (Linux: clear_refs 5)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def _check(path, task="auto", strict=False, allow_unsafe_ops=False, loaded=None, skip=()):
+def _check(path, task="auto", strict=False, allow_unsafe_ops=False, loaded=None, skip=(),
+           send=None):
     from hubexport import checker, reports
 
-    report = checker.check(path, task, allow_unsafe_ops, loaded, skip)
+    report = checker.check(path, task, allow_unsafe_ops, loaded, skip, **_announcing(send))
     return {"report": reports.to_json([report], strict)["models"][0],
             "text": reports.text([report], strict)}
+
+
+def _announcing(send):
+    """checker.check's on_start and on_result hooks that send(message) each check's
+    start and result (none without send)."""
+    if send is None:
+        return {}
+    return {"on_start": lambda entry, context: send({"started": entry.name, "task": context.task,
+                                                     "task_source": context.task_source}),
+            "on_result": lambda result: send({"result": dataclasses.asdict(result)})}
 
 
 def _export(job):
@@ -74,8 +69,9 @@ def _export(job):
             "max_relative_difference": result.max_relative_difference}, result.loaded
 
 
-def run_job(job):
-    """One job's answer (without the memory fields)."""
+def run_job(job, send=None):
+    """One job's answer (without the memory fields); send(message) gets each check's
+    start and result as it happens."""
     from hubexport.errors import UserError, summarize
 
     answer = {"ok": True}
@@ -83,7 +79,7 @@ def run_job(job):
         if "check" in job and isinstance(job["check"], str):
             answer.update(_check(job["check"], job.get("task", "auto"),
                                  job.get("strict", False), job.get("allow_unsafe_ops", False),
-                                 skip=tuple(job.get("skip_checks", ()))))
+                                 skip=tuple(job.get("skip_checks", ())), send=send))
             return answer
         loaded = None
         if job.get("export") is not None:
@@ -92,7 +88,7 @@ def run_job(job):
         if job.get("check"):
             start = time.monotonic()
             answer.update(_check(job["output"], loaded=loaded,
-                                 skip=tuple(job.get("skip_checks", ()))))
+                                 skip=tuple(job.get("skip_checks", ())), send=send))
             answer["check_seconds"] = time.monotonic() - start
     except UserError as e:
         return {**answer, "ok": False, "error": str(e)}
@@ -101,12 +97,8 @@ def run_job(job):
     return answer
 
 
-def _interrupt():
-    raise KeyboardInterrupt
-
-
 def _stop_with_parent():
-    """Linux: SIGTERM when the runner dies, even if it was killed."""
+    """Linux: SIGTERM when the parent dies, even if it was killed."""
     try:
         import ctypes
 
@@ -125,21 +117,24 @@ def _answer_channel():
 
 def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Stopped by the runner, or the runner died: unwind, so that a running
+    # Stopped by the parent, or the parent died: unwind, so that a running
     # export removes its staging directory.
-    signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt())
+    startup.interrupt_on_sigterm()
     _stop_with_parent()
     answers = _answer_channel()
-    from hubexport import cli
 
-    cli.quiet_tensorflow()
-    for line in sys.stdin:
-        _reset_peak()
-        start = _memory("VmRSS")
-        answer = run_job(json.loads(line))
-        answer.update(start_bytes=start, peak_bytes=_memory("VmHWM"), rss_bytes=_memory("VmRSS"))
-        answers.write(json.dumps(answer) + "\n")
+    def send(message):
+        answers.write(json.dumps(message) + "\n")
         answers.flush()
+
+    startup.quiet_tensorflow()
+    for line in sys.stdin:
+        memory.reset_peak()
+        start = memory.read("VmRSS")
+        answer = run_job(json.loads(line), send)
+        answer.update(start_bytes=start, peak_bytes=memory.read("VmHWM"),
+                      rss_bytes=memory.read("VmRSS"))
+        send(answer)
 
 
 if __name__ == "__main__":

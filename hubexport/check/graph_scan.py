@@ -5,7 +5,7 @@ scan reads the protocol buffer and never loads or executes anything.
 
 An op is unsafe until shown safe. Every node of every meta graph's main graph
 and of every function in its library is checked, whether or not anything we
-know of reaches it, against hubexport/ops.toml: the groups of ops reviewed as
+know of reaches it, against hubexport/check/ops.toml: the groups of ops reviewed as
 pure or as touching only the model's own state. Every other op is a Hit: one
 the list refuses (with its reason), one this TensorFlow registers but nobody
 reviewed (an extension library's), one it does not register at all.
@@ -37,7 +37,7 @@ UNREACHED = "nothing a load or call runs"
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """hubexport/ops.toml: op -> group for the allowed, op -> reason for the refused."""
+    """hubexport/check/ops.toml: op -> group for the allowed, op -> reason for the refused."""
 
     allowed: dict
     refused: dict
@@ -248,7 +248,7 @@ def _refusal(node, ops):
     if op_def_registry.get(node.op) is None:
         return ("is not registered in this TensorFlow (a custom op?): what it does "
                 "cannot be judged")
-    return ("is not on hubexport's list of reviewed ops (hubexport/ops.toml): an op "
+    return ("is not on hubexport's list of reviewed ops (hubexport/check/ops.toml): an op "
             "registered outside TensorFlow (by an extension library?) is unsafe until reviewed")
 
 

@@ -1,0 +1,159 @@
+"""What may be exported: a request, validated into a Plan, without TensorFlow.
+
+    plan = planning.plan("MobileNetV2", "feature_vector", image_size=224,
+                         weights="none")
+
+plan() refuses what cannot be exported with a UserError that says the fix;
+request_key hashes what an export is made from (export_all's test of whether
+an output is up to date).
+"""
+
+import dataclasses
+import json
+
+from hubexport import architectures, own_model
+from hubexport import labels as labels_lib
+from hubexport import weights as weights_lib
+from hubexport.errors import UserError
+
+POOLINGS = ("avg", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A validated export request; building it does not import TensorFlow.
+
+    The source is an `architecture` (a row of the table) or a `keras_model`
+    (a user's own model file); exactly one is set.
+    """
+
+    architecture: architectures.Architecture | None
+    task: str
+    image_size: int | None  # None: an own model's own size (224 if it is free).
+    weights: weights_lib.Weights
+    keras_model: own_model.OwnModel | None = None
+    labels: tuple | None = None
+    top_k: int = 5
+    multi_label: bool = False
+    feature_layer: str | None = None
+    pooling: str = "avg"
+    jit_compile: bool = False  # The inference path compiled with XLA.
+
+    @property
+    def name(self):
+        return self.architecture.name if self.architecture else self.keras_model.name
+
+    @property
+    def preprocessing(self):
+        source = self.architecture or self.keras_model
+        return source.preprocessing
+
+    def describe(self):
+        layer = f" ({self.feature_layer})" if self.feature_layer else ""
+        size = f" at {self.image_size}x{self.image_size}" if self.image_size else ""
+        jit = " (XLA)" if self.jit_compile else ""
+        return f"{self.name} {self.task}{layer}{size}{jit}"
+
+
+def plan(architecture=None, task=None, image_size=None, weights=None, *,
+         keras_model=None, preprocessing=None, custom_objects=None, labels=None,
+         top_k=None, multi_label=False, feature_layer=None, pooling=None,
+         jit_compile=False):
+    """Validates a request; raises UserError with the fix if it is refused.
+
+    `labels` is the path of a labels file; the other arguments are the CLI
+    flags of the same names.
+    """
+    if (architecture is None) == (keras_model is None):
+        raise UserError(
+            "pass exactly one of --architecture=NAME (a Keras application) and "
+            "--keras_model=PATH (your own .keras or .h5 model)"
+        )
+    architectures.check_task(task)
+    _only_for("classification", task, labels=labels, top_k=top_k, multi_label=multi_label)
+    _only_for("feature_vector", task, feature_layer=feature_layer, pooling=pooling)
+    if top_k is not None and labels is None:
+        raise UserError("--top_k needs --labels=FILE (the top_k signature returns label names)")
+    if pooling is not None and pooling not in POOLINGS:
+        raise UserError(f"--pooling={pooling} is unknown; allowed: {', '.join(POOLINGS)}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise UserError(
+            f"image_size must be a whole number of pixels; received {image_size!r}"
+        )
+    if not isinstance(jit_compile, bool):
+        raise UserError(f"jit_compile must be true or false; received {jit_compile!r}")
+    top_k = 5 if top_k is None else top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise UserError(f"--top_k must be a whole number of at least 1; received {top_k!r}")
+    read_labels = labels_lib.read(labels) if labels is not None else None
+    options = dict(task=task, labels=read_labels, top_k=top_k,
+                   multi_label=bool(multi_label), feature_layer=feature_layer,
+                   pooling=pooling or "avg", jit_compile=jit_compile)
+    if keras_model is not None:
+        if weights is not None:
+            raise UserError(
+                "--weights does not apply to --keras_model (its weights are in the "
+                "file); drop --weights"
+            )
+        source = own_model.parse(keras_model, preprocessing, custom_objects)
+        return Plan(None, image_size=image_size, weights=weights_lib.Weights("file", source.path,
+                    source.sha256), keras_model=source, **options)
+    for flag, value in (("preprocessing", preprocessing), ("custom_objects", custom_objects)):
+        if value is not None:
+            raise UserError(
+                f"--{flag} applies only to --keras_model; {architecture} has its "
+                "own (see the architecture table); drop it"
+            )
+    arch = architectures.lookup(architecture)
+    image_size = arch.default_size if image_size is None else image_size
+    parsed = weights_lib.parse("imagenet" if weights is None else weights)
+    problem = arch.size_problem(task, image_size, parsed.source == "imagenet")
+    if problem:
+        raise UserError(problem)
+    if task == "classification":
+        _check_labels(read_labels, top_k, architectures.IMAGENET_CLASSES, arch.name)
+    return Plan(arch, image_size=image_size, weights=parsed, **options)
+
+
+def _only_for(task, requested, **values):
+    for flag, value in values.items():
+        if value not in (None, False) and requested != task:
+            raise UserError(
+                f"--{flag} applies only to --task={task}; drop it or use that task"
+            )
+
+
+def _check_labels(labels, top_k, num_classes, source):
+    labels_lib.check_count(labels, num_classes, source)
+    if labels is not None and top_k > num_classes:
+        raise UserError(
+            f"--top_k={top_k} is more than the {num_classes} classes of {source}; "
+            f"allowed: 1 to {num_classes}"
+        )
+
+
+def request_key(plan):
+    """A hash of what an export is made from: the plan (files by content) and
+    the versions of hubexport and the libraries that build and trace it.
+
+    Recorded in the provenance; export_all does not redo a model whose output
+    has the same key.
+    """
+    import hashlib
+    from importlib import metadata
+
+    import hubexport
+
+    request = dataclasses.asdict(plan)
+    request["weights"].pop("path")
+    if request["keras_model"]:
+        request["keras_model"].pop("path")
+    versions = {"hubexport": hubexport.__version__}
+    for distribution in ("tensorflow", "keras", "tf-keras"):
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[distribution] = None
+    text = json.dumps({"plan": request, "versions": versions}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

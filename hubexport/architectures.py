@@ -24,7 +24,7 @@ table is wrong:
                  ResNetRS, whose average pool and Dense take any size).
   params, layers the size of the ImageNet classifier that Keras builds at
                  default_size (millions of parameters, and model.layers); the
-                 catalog runner estimates memory and time from them.
+                 batch estimates (batch/estimates.py) take memory and time from them.
   library        "keras" or "tf_keras": which one builds the model.
   tfhub          the id of the architecture in tfhub.dev's
                  tags/network_architecture.yaml, for the model card's

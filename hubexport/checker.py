@@ -41,7 +41,7 @@ def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=(),
       --skip_checks"); the checks that need what a skipped one prepares do
       that work themselves.
     on_start(check, context), on_result(CheckResult): called as each check
-      starts and ends (hubexport.isolation reports them to its parent).
+      starts and ends (hubexport.batch.worker reports them to its parent).
     """
     _check_task(task)
     check_names(skip)
@@ -186,7 +186,7 @@ def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
     """`hubexport check`: checks every path, prints and writes the reports.
 
     Each model is checked in a child process within `limits` (see
-    hubexport.isolation; default isolation.default_limits()); with one path,
+    hubexport.batch.limits; default limits.default_limits()); with one path,
     log(line) gets a progress line as each check ends.
 
     Returns the exit code: 0 if every model conforms, 1 if any has an error

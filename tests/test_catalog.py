@@ -5,7 +5,7 @@ Run with `pytest -m catalog`. It is what a user's CI runs:
 model at its architecture's smallest size, to fit CI; the full-size catalog
 is the same command without --min_size, see README.md), in
 HUBEXPORT_JOBS worker processes (default 2), memory-aware
-(hubexport.runner), every export checked. The fine-tuning checks
+(hubexport.batch.scheduler), every export checked. The fine-tuning checks
 (fine_tuning_checks(): the checks registered with fine_tuning=True; they
 differentiate the model and fine-tune it through hub.KerasLayer and TFSMLayer,
 most of a check's time) run on the

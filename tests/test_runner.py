@@ -235,7 +235,7 @@ def test_available_memory_is_read_from_proc():
 
 def test_every_full_size_catalog_model_fits_a_24_gib_machine_by_its_estimate():
     """The check's gradient steps take fewer images at large sizes
-    (checker.gradient_batch); with 3 images at 600x600 EfficientNetB7 ran out of
+    (contract.gradient_batch); with 3 images at 600x600 EfficientNetB7 ran out of
     24 GiB (estimated 30 GB). Measured with one: 14.0 GB."""
     root = os.path.join(os.path.dirname(__file__), "..", "export_configs")
     plans = catalog.catalog_plans(root, {"weights": "none"}, min_size=False)

@@ -267,7 +267,7 @@ def _package(paths):
         raise UserError(
             f"package takes one SavedModel directory; received {len(paths)} "
             "(e.g. hubexport package models/mobilenet_v2)")
-    from hubexport import package
+    from hubexport.publish import package
 
     print(package.package(paths[0], _OUTPUT.value, overwrite=_OVERWRITE.value,
                           overwrite_any_saved_model=_OVERWRITE_ANY_SAVED_MODEL.value))

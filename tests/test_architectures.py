@@ -137,7 +137,7 @@ def test_tfhub_tag_is_an_id_of_the_rows_family(name):
 
 def test_tfhub_tags_are_the_model_cards():
     """The network-architecture line of the card is the row's tfhub, or left out."""
-    from hubexport import model_card
+    from hubexport.publish import model_card
 
     for name in ("MobileNetV3Small", "ResNet152V2", "ConvNeXtTiny"):
         card = model_card.render({"architecture": name, "task": "feature_vector"})

@@ -137,7 +137,7 @@ def test_the_provenances_signatures_are_the_tables(name):
 def test_the_card_of_a_fixture_is_the_one_its_export_wrote(name):
     """model_card.render of the provenance, byte for byte (the card's endpoint lines
     are the table's `card` column, the network-architecture the table's tfhub)."""
-    from hubexport import model_card
+    from hubexport.publish import model_card
 
     assert model_card.render(json.loads(_read(name))) == _read(card_of(name))
 
@@ -155,7 +155,7 @@ def _named_in(card, row):
 
 @pytest.mark.parametrize("labels", [False, True])
 def test_the_card_names_every_endpoint_an_export_has(labels):
-    from hubexport import model_card
+    from hubexport.publish import model_card
 
     (name,) = [name for name, recipe in RECIPES.items() if ("labels" in recipe) == labels]
     card = model_card.render(json.loads(_read(name)))

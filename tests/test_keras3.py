@@ -249,7 +249,7 @@ def test_check_reports_a_backbone_adam_does_not_move(tmp_path):
 
 
 def _card_keras3_example():
-    from hubexport import model_card
+    from hubexport.publish import model_card
 
     card = model_card.render({"task": "feature_vector", "architecture": "MobileNetV2",
                               "image_size": SIZE, "batch_norm_momentum": 0.99})

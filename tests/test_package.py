@@ -1,4 +1,4 @@
-"""hubexport.package (the tfhub.dev archive) and hubexport.model_card.
+"""hubexport.publish.package (the tfhub.dev archive) and hubexport.publish.model_card.
 
 Most tests build fake SavedModel trees of small files; one saves a real tiny
 SavedModel and loads it back from the archive.
@@ -14,7 +14,7 @@ import tarfile
 
 import pytest
 
-from hubexport import model_card, package
+from hubexport.publish import model_card, package
 from hubexport.errors import UserError
 
 FILES = {
@@ -274,7 +274,7 @@ def test_real_saved_model_loads_from_the_archive(tmp_path):
 
 
 def test_modules_do_not_import_tensorflow():
-    code = ("import sys, hubexport.package, hubexport.model_card; "
+    code = ("import sys, hubexport.publish.package, hubexport.publish.model_card; "
             "print('tensorflow' in sys.modules)")
     repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True,

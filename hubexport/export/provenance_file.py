@@ -110,7 +110,7 @@ def _output_description(plan, built):
 
 def _write_provenance(directory, plan, built, difference):
     """assets.extra/hubexport.json, and the model card made from it."""
-    from hubexport import model_card
+    from hubexport.publish import model_card
 
     info = provenance(plan, built, difference)
     path = os.path.join(directory, PROVENANCE_FILE)

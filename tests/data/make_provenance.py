@@ -24,7 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main():
-    from hubexport import contract, export, model_card
+    from hubexport import contract, export
+    from hubexport.publish import model_card
     import test_contract
 
     with tempfile.TemporaryDirectory() as scratch:

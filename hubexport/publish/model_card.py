@@ -32,7 +32,7 @@ The format is tfhub.dev's "Model page markdown format" for a SavedModel:
 
 The asset-path written here is a placeholder under https://example.com/ (a
 domain reserved for examples): replace it, or pass asset_path=, with the URL
-where the archive that hubexport.package writes is uploaded.
+where the archive that hubexport.publish.package writes is uploaded.
 
 Every section is rendered from the provenance fields that are set (a
 contract.Provenance, or the dict export.provenance() writes, read with
@@ -110,7 +110,7 @@ def render(provenance, handle=None, asset_path=None):
     if not asset_path.endswith(".tar.gz"):
         raise UserError(
             f"asset_path={asset_path} must end with .tar.gz (tfhub.dev's "
-            "asset-path is the URL of the archive that hubexport.package writes)")
+            "asset-path is the URL of the archive that hubexport.publish.package writes)")
     task = provenance.task
     if task not in TASK_TAGS:
         raise UserError(

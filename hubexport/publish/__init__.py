@@ -1,0 +1,1 @@
+"""Publishing an export: its model card (model_card) and its archive (package)."""

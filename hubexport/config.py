@@ -60,9 +60,16 @@ def load(path):
                         f"{', '.join(REQUIRED)} and one of architecture, keras_model")
     here = os.path.dirname(os.path.abspath(path))
     for key in PATHS:
-        if key in data and not (key == "weights" and data[key].lower() in ("imagenet", "none")):
+        if key in data and not _is_keyword(key, data[key]):
             data[key] = os.path.join(here, os.path.expanduser(data[key]))
     return data
+
+
+def _is_keyword(key, value):
+    """Whether a path key holds a keyword instead (weights = "imagenet" or "none",
+    labels = "imagenet"); "./imagenet" is a file beside the config."""
+    keywords = {"weights": ("imagenet", "none"), "labels": ("imagenet",)}.get(key, ())
+    return value.lower() in keywords
 
 
 def catalog(config_dir):

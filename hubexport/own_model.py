@@ -22,6 +22,7 @@ import inspect
 import os
 import zipfile
 
+from hubexport import names as names_lib
 from hubexport import preprocessing as preprocessing_lib
 from hubexport import weights as weights_lib
 from hubexport.errors import UserError, summarize
@@ -168,8 +169,6 @@ def without_activation(model):
 
 def find_layer(model, name):
     """The layer `name` of `model`, or of a nested model applied to its input."""
-    import difflib
-
     import keras
 
     for layer in model.layers:
@@ -180,10 +179,9 @@ def find_layer(model, name):
             if _applied_to_input(model, layer):
                 return layer, layer.get_layer(name)
     names = [layer.name for layer in model.layers]
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UserError(
-        f"--feature_layer={name} is not a layer of the model; {hint}"
+        f"--feature_layer={name} is not a layer of the model; "
+        f"{names_lib.did_you_mean(name, names)}"
         f"allowed: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''} "
         "(see model.summary())"
     )

@@ -26,6 +26,8 @@ from hubexport import contract
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCUMENT = os.path.join(HERE, "..", "docs", "HUB_CONTRACT.md")
 DATA = os.path.join(HERE, "data")
+PACKAGE = os.path.join(HERE, "..", "hubexport")
+CONTRACT_PACKAGE = os.path.join(PACKAGE, "contract")  # Where every contract value is written.
 
 # File in tests/data/ -> the export it is the provenance of (labels: how many).
 RECIPES = {
@@ -88,12 +90,17 @@ def test_sections_are_the_documents_headings_with_their_clauses():
 
 
 def test_importing_the_contract_starts_no_tensorflow_and_no_other_module():
+    """Only hubexport, the contract package and its own submodules (all of them) load."""
     code = ("import sys, hubexport.contract; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'numpy', 'keras', 'tf_keras', 'hubexport')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=os.path.join(HERE, ".."))
-    assert result.stdout.strip() == "['hubexport', 'hubexport.contract']"
+    submodules = sorted(f"hubexport.contract.{os.path.basename(path)[:-3]}"
+                        for path in glob.glob(os.path.join(CONTRACT_PACKAGE, "*.py"))
+                        if not path.endswith("__init__.py"))
+    assert submodules  # The contract is a package of submodules.
+    assert result.stdout.strip() == repr(["hubexport", "hubexport.contract", *submodules])
 
 
 def test_gradient_batch_shrinks_past_224_pixels_square():
@@ -202,16 +209,36 @@ def _contract_value(name, value):
             if key.isupper() and type(known) is type(value) and known == value]
 
 
+def _redefinitions(package):
+    """"path:line NAME = value (contract.X)" of each contract value written again in a
+    module of `package` outside its contract/ (the contract's home: every submodule)."""
+    home = os.path.join(os.path.abspath(package), "contract") + os.sep
+    return [f"{os.path.relpath(path, package)}:{line} {name} = {value!r} "
+            f"(contract.{'/'.join(_contract_value(name, value))})"
+            for path in sorted(glob.glob(os.path.join(package, "**", "*.py"), recursive=True))
+            if not os.path.abspath(path).startswith(home)
+            for line, name, value in _module_constants(path) if _contract_value(name, value)]
+
+
 def test_no_module_redefines_a_contract_value():
     """Every tolerance, batch budget, endpoint name, file and task is imported from
     hubexport.contract, never written again (a module-level constant of equal value)."""
-    package = os.path.join(HERE, "..", "hubexport")
-    found = [f"{os.path.relpath(path, package)}:{line} {name} = {value!r} "
-             f"(contract.{'/'.join(_contract_value(name, value))})"
-             for path in sorted(glob.glob(os.path.join(package, "**", "*.py"), recursive=True))
-             if os.path.basename(path) != "contract.py"
-             for line, name, value in _module_constants(path) if _contract_value(name, value)]
-    assert found == []
+    assert _redefinitions(PACKAGE) == []
+
+
+def test_a_redefinition_outside_the_contract_package_is_found(tmp_path):
+    """The scan reads every submodule of the contract as home, and nothing else: a
+    contract value written again in another module (even one named like a submodule
+    of the contract) is reported."""
+    package = tmp_path / "hubexport"
+    (package / "contract").mkdir(parents=True)
+    (package / "contract" / "tolerances.py").write_text("CHECK_BATCH = 3\n")
+    (package / "check").mkdir()
+    (package / "check" / "tolerances.py").write_text("CHECK_BATCH = 3\nOTHER = 3\n")
+    (package / "labels.py").write_text("import os\nFILE = os.path.join('assets', 'labels.txt')\n")
+    assert _redefinitions(str(package)) == [
+        "check/tolerances.py:1 CHECK_BATCH = 3 (contract.CHECK_BATCH)",
+        "labels.py:2 FILE = 'assets/labels.txt' (contract.LABELS_FILE)"]
 
 
 # --- Provenance -------------------------------------------------------------------

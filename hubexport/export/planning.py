@@ -33,6 +33,9 @@ class Plan:
     weights: weights_lib.Weights
     keras_model: own_model.OwnModel | None = None
     labels: tuple | None = None
+    # Where the labels come from: "imagenet" (Keras' ImageNet class names,
+    # --labels=imagenet), or None (a file, or no labels).
+    labels_source: str | None = None
     top_k: int = 5
     multi_label: bool = False
     feature_layer: str | None = None
@@ -61,8 +64,11 @@ def plan(architecture=None, task=None, image_size=None, weights=None, *,
          jit_compile=False):
     """Validates a request; raises UserError with the fix if it is refused.
 
-    `labels` is the path of a labels file; the other arguments are the CLI
-    flags of the same names.
+    `labels` is the path of a labels file, or "imagenet" (any case; the
+    keyword wins over a file of that name, `./imagenet` is the file): Keras'
+    names of the 1000 ImageNet classes, allowed only for classification with
+    weights="imagenet" (see _imagenet_labels_problem). The other arguments are
+    the CLI flags of the same names.
     """
     if (architecture is None) == (keras_model is None):
         raise UserError(
@@ -73,7 +79,8 @@ def plan(architecture=None, task=None, image_size=None, weights=None, *,
     _only_for("classification", task, labels=labels, top_k=top_k, multi_label=multi_label)
     _only_for("feature_vector", task, feature_layer=feature_layer, pooling=pooling)
     if top_k is not None and labels is None:
-        raise UserError("--top_k needs --labels=FILE (the top_k signature returns label names)")
+        raise UserError("--top_k needs --labels=FILE or --labels=imagenet (the top_k signature "
+                        "returns label names)")
     if pooling is not None and pooling not in POOLINGS:
         raise UserError(f"--pooling={pooling} is unknown; allowed: {', '.join(POOLINGS)}")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
@@ -86,8 +93,14 @@ def plan(architecture=None, task=None, image_size=None, weights=None, *,
     top_k = 5 if top_k is None else top_k
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise UserError(f"--top_k must be a whole number of at least 1; received {top_k!r}")
-    read_labels = labels_lib.read(labels) if labels is not None else None
+    imagenet_labels = labels_lib.is_imagenet(labels)
+    if imagenet_labels:
+        problem = _imagenet_labels_problem(architecture, weights)
+        if problem:
+            raise UserError(problem)
+    read_labels = labels_lib.read(labels) if labels is not None and not imagenet_labels else None
     options = dict(task=task, labels=read_labels, top_k=top_k,
+                   labels_source=labels_lib.IMAGENET if imagenet_labels else None,
                    multi_label=bool(multi_label), feature_layer=feature_layer,
                    pooling=pooling or "avg", jit_compile=jit_compile)
     if keras_model is not None:
@@ -111,9 +124,29 @@ def plan(architecture=None, task=None, image_size=None, weights=None, *,
     problem = arch.size_problem(task, image_size, parsed.source == "imagenet")
     if problem:
         raise UserError(problem)
+    if imagenet_labels:  # Fetched last: everything cheap was refused before.
+        options["labels"] = labels_lib.imagenet()
     if task == "classification":
-        _check_labels(read_labels, top_k, architectures.IMAGENET_CLASSES, arch.name)
+        _check_labels(options["labels"], top_k, architectures.IMAGENET_CLASSES, arch.name)
     return Plan(arch, image_size=image_size, weights=parsed, **options)
+
+
+def _imagenet_labels_problem(architecture, weights):
+    """Why --labels=imagenet is refused for this source and weights, or None.
+
+    The ImageNet class names name the outputs of the ImageNet classifier, so
+    only an application with weights="imagenet" may carry them. A weights
+    file is refused even when its classifier has 1000 outputs: its classes
+    are random or its trainer's, and ImageNet's names on them would be a lie.
+    """
+    if architecture is None:
+        return ("--labels=imagenet names the outputs of a Keras application's ImageNet "
+                "classifier; your --keras_model has its own classes: pass --labels=FILE")
+    if weights is not None and weights.lower() != "imagenet":
+        return (f"--labels=imagenet names the outputs of the ImageNet classifier, so it "
+                f"needs --weights=imagenet; with --weights={weights} the classes are "
+                "random or your own: pass --labels=FILE")
+    return None
 
 
 def _only_for(task, requested, **values):
@@ -146,6 +179,8 @@ def request_key(plan):
     import hubexport
 
     request = dataclasses.asdict(plan)
+    if request["labels_source"] is None:  # Keys of exports made before the field stay.
+        request.pop("labels_source")
     request["weights"].pop("path")
     if request["keras_model"]:
         request["keras_model"].pop("path")

@@ -91,7 +91,11 @@ def _output_description(plan, built):
             size=built.output_size,
             meaning=f"global {'average' if plan.pooling == 'avg' else 'max'} pool of {where}",
         )
-    if plan.labels:
+    if plan.labels_source == "imagenet":  # --labels=imagenet: the record says so in words.
+        classes = ("the 1000 ImageNet classes, in Keras' class order "
+                   "(keras.applications.imagenet_utils.decode_predictions), named in "
+                   f"{contract.LABELS_FILE} from Keras' imagenet_class_index.json")
+    elif plan.labels:
         classes = f"the {built.output_size} classes of {contract.LABELS_FILE}"
     elif plan.architecture:
         classes = ("the 1000 ImageNet classes, in Keras' class order "

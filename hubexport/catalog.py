@@ -30,6 +30,7 @@ import sys
 from hubexport import atomic, checker, reports
 from hubexport import architectures, export
 from hubexport import config as config_lib
+from hubexport import labels as labels_lib
 from hubexport.batch import limits as limits_lib
 from hubexport.batch import scheduler, state
 from hubexport.batch.estimates import estimate, estimate_check
@@ -128,7 +129,7 @@ def _resumed(plans, config_dir, output_dir, replace, check, skipped_for):
     for name, settings, plan in plans:
         state.remove_leftovers(output_dir, name)
         skipped[name] = skipped_for(plan)
-        inputs = (config_paths[name], settings.get("labels"))
+        inputs = (config_paths[name], labels_lib.source_file(settings.get("labels")))
         rows[name], job = state.resume(name, settings, plan, output_dir, state_dir,
                                        {**replace, "inputs": inputs}, check, skipped[name])
         if job:

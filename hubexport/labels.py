@@ -35,6 +35,12 @@ def is_imagenet(spec):
     return isinstance(spec, str) and spec.lower() == IMAGENET
 
 
+def source_file(spec):
+    """The file a --labels value reads: Keras' cached class index for the imagenet
+    keyword (an output must not be or hold it either), else the value itself."""
+    return os.path.join(_models_dir(), IMAGENET_INDEX_FILE) if is_imagenet(spec) else spec
+
+
 def imagenet():
     """The 1000 ImageNet class names in Keras' class order, as a tuple.
 
@@ -43,7 +49,7 @@ def imagenet():
     otherwise keras.utils.get_file fetches it into Keras' cache. UserError,
     naming the file, the URL and where to put it, if that fails.
     """
-    path = os.path.join(_models_dir(), IMAGENET_INDEX_FILE)
+    path = source_file(IMAGENET)
     if not (os.path.isfile(path) and _md5(path) == IMAGENET_INDEX_HASH):
         path = _fetch_imagenet_index()
     return _read_imagenet_index(path)

@@ -9,9 +9,66 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import sys  # noqa: E402
+
 import pytest  # noqa: E402
 
 FV_SIZE = 64
+NO_TENSORFLOW = "notf"  # The marker of the tests that need no TensorFlow.
+
+
+def _only_no_tensorflow(config):
+    return config.getoption("markexpr", "") == NO_TENSORFLOW
+
+
+def pytest_ignore_collect(collection_path, config):
+    """`pytest -m notf` (the fast loop) collects only the modules holding such
+    tests: the others may import TensorFlow when they are collected."""
+    if _only_no_tensorflow(config) and collection_path.suffix == ".py" \
+            and collection_path.name.startswith("test_"):
+        return f"mark.{NO_TENSORFLOW}" not in collection_path.read_text()
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _tensorflow_stays_unimported(request):
+    """A test marked notf that imports TensorFlow fails (seen whenever TensorFlow
+    was not imported before it, as in `pytest -m notf`, which CI runs). One
+    case of a notf test that does import it is marked `tensorflow` too, and
+    `-m notf` deselects it (conftest.pytest_collection_modifyitems)."""
+    before = "tensorflow" in sys.modules
+    yield
+    if (request.node.get_closest_marker(NO_TENSORFLOW)
+            and not request.node.get_closest_marker("tensorflow") and not before
+            and "tensorflow" in sys.modules):
+        pytest.fail(f"marked {NO_TENSORFLOW}, but it imported TensorFlow", pytrace=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    if _only_no_tensorflow(config):
+        kept = [item for item in items if not item.get_closest_marker("tensorflow")]
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """`pytest -m notf` fails if anything, collection included, imported TensorFlow."""
+    if _only_no_tensorflow(session.config) and "tensorflow" in sys.modules \
+            and exitstatus == 0:
+        session.exitstatus = 1
+        print(f"\n-m {NO_TENSORFLOW}: TensorFlow was imported", file=sys.stderr)
+
+
+def first_of_each_module():
+    """The first (smallest) architecture of each Keras module in the table,
+    RegNetX and RegNetY apart (Y adds squeeze-and-excitation blocks): the
+    members of a module are one constructor at other depths and widths."""
+    from hubexport import architectures
+
+    firsts = {}
+    for a in architectures.ARCHITECTURES.values():
+        firsts.setdefault(a.name[:len("RegNetX")] if a.module == "regnet" else a.module, a.name)
+    return frozenset(firsts.values())
 
 
 def shard(items):

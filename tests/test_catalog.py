@@ -23,7 +23,8 @@ import os
 
 import pytest
 
-from hubexport import architectures, catalog, checker
+from conftest import first_of_each_module
+from hubexport import catalog, checker
 
 pytestmark = pytest.mark.catalog
 
@@ -44,16 +45,7 @@ def fine_tuning_checks():
     return tuple(entry.name for entry in checker.all_checks() if entry.fine_tuning)
 
 
-def _first_of_each_module():
-    """The first (smallest) architecture of each Keras module in the table,
-    RegNetX and RegNetY apart (Y adds squeeze-and-excitation blocks)."""
-    firsts = {}
-    for a in architectures.ARCHITECTURES.values():
-        firsts.setdefault(a.name[:len("RegNetX")] if a.module == "regnet" else a.module, a.name)
-    return frozenset(firsts.values())
-
-
-FINE_TUNED = _first_of_each_module()
+FINE_TUNED = first_of_each_module()
 
 
 def skipped(plan):

@@ -70,12 +70,14 @@ def _document():
 # --- Clauses ------------------------------------------------------------------
 
 
+@pytest.mark.notf
 def test_clause_ids_are_the_documents_in_order():
     ids = re.findall(r"^- \*\*([A-Z]\d+)\*\*", _document(), re.MULTILINE)
     assert ids == list(contract.CLAUSES)
     assert all(text and "\n" not in text for text in contract.CLAUSES.values())
 
 
+@pytest.mark.notf
 def test_sections_are_the_documents_headings_with_their_clauses():
     found = []
     for block in _document().split("\n## ")[1:]:
@@ -89,6 +91,7 @@ def test_sections_are_the_documents_headings_with_their_clauses():
         contract.section_of("Z9")
 
 
+@pytest.mark.notf
 def test_importing_the_contract_starts_no_tensorflow_and_no_other_module():
     """Only hubexport, the contract package and its own submodules (all of them) load."""
     code = ("import sys, hubexport.contract; "
@@ -103,6 +106,7 @@ def test_importing_the_contract_starts_no_tensorflow_and_no_other_module():
     assert result.stdout.strip() == repr(["hubexport", "hubexport.contract", *submodules])
 
 
+@pytest.mark.notf
 def test_gradient_batch_shrinks_past_224_pixels_square():
     assert contract.gradient_batch(224, 224) == contract.CHECK_BATCH == 3
     assert contract.gradient_batch(250, 250) == 2
@@ -112,6 +116,7 @@ def test_gradient_batch_shrinks_past_224_pixels_square():
 # --- Endpoints ------------------------------------------------------------------
 
 
+@pytest.mark.notf
 def test_every_endpoint_row_names_known_values():
     kinds = {contract.FUNCTION, contract.SIGNATURE, contract.ATTRIBUTE, contract.ASSET}
     presence = {contract.ALWAYS, contract.WITH_LABELS, contract.WITH_RAW_IMAGES}
@@ -125,6 +130,7 @@ def test_every_endpoint_row_names_known_values():
     assert len(keys) == len(set(keys))
 
 
+@pytest.mark.notf
 def test_endpoints_by_presence():
     names = [row.name for row in contract.endpoints(labels=False, raw_images=False)]
     assert names == ["__call__", "serve", "serve_training", "variables",
@@ -134,12 +140,14 @@ def test_endpoints_by_presence():
     assert contract.signature_names(labels=False, raw_images=False) == ["serving_default"]
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("name", RECIPES)
 def test_the_provenances_signatures_are_the_tables(name):
     info = json.loads(_read(name))
     assert info["signatures"] == contract.signature_names(labels=info["labels"] is not None)
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("name", RECIPES)
 def test_the_card_of_a_fixture_is_the_one_its_export_wrote(name):
     """model_card.render of the provenance, byte for byte (the card's endpoint lines
@@ -160,6 +168,7 @@ def _named_in(card, row):
     return f"`obj.{row.name}(images)`" in card
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("labels", [False, True])
 def test_the_card_names_every_endpoint_an_export_has(labels):
     from hubexport.publish import model_card
@@ -220,12 +229,14 @@ def _redefinitions(package):
             for line, name, value in _module_constants(path) if _contract_value(name, value)]
 
 
+@pytest.mark.notf
 def test_no_module_redefines_a_contract_value():
     """Every tolerance, batch budget, endpoint name, file and task is imported from
     hubexport.contract, never written again (a module-level constant of equal value)."""
     assert _redefinitions(PACKAGE) == []
 
 
+@pytest.mark.notf
 def test_a_redefinition_outside_the_contract_package_is_found(tmp_path):
     """The scan reads every submodule of the contract as home, and nothing else: a
     contract value written again in another module (even one named like a submodule
@@ -263,6 +274,7 @@ def _as_built(record):
     return type(record)(**values)
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("name", RECIPES)
 def test_provenance_reads_a_real_file_and_gives_it_back_unchanged(name):
     text = _read(name)
@@ -284,6 +296,7 @@ def test_provenance_reads_a_real_file_and_gives_it_back_unchanged(name):
         assert provenance.input.shape == [None, None, None, 3]
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("name", RECIPES)
 def test_a_provenance_built_in_python_writes_todays_json(name):
     """What export.provenance will build (no read_keys) writes the same file."""
@@ -305,6 +318,7 @@ OTHER_TOOL = {
 }
 
 
+@pytest.mark.notf
 def test_from_json_takes_another_tools_file_and_keeps_what_it_does_not_know():
     provenance = contract.Provenance.from_json(OTHER_TOOL)
     assert provenance.task == "classification"
@@ -323,6 +337,7 @@ def test_from_json_takes_another_tools_file_and_keeps_what_it_does_not_know():
     assert json.dumps(provenance.to_json()) == json.dumps(OTHER_TOOL)
 
 
+@pytest.mark.notf
 def test_a_changed_field_is_written_where_it_was_read_and_a_new_one_last():
     read = contract.Provenance.from_json(OTHER_TOOL)
     changed = dataclasses.replace(read, task="feature_vector", image_size=64,
@@ -333,11 +348,13 @@ def test_a_changed_field_is_written_where_it_was_read_and_a_new_one_last():
         "feature_vector", 64, "MobileNetV2")
 
 
+@pytest.mark.notf
 def test_from_json_refuses_what_is_not_a_json_object():
     with pytest.raises(TypeError, match="Provenance.from_json takes a dict .* received list"):
         contract.Provenance.from_json([1, 2])
 
 
+@pytest.mark.notf
 def test_an_empty_record_reads_as_all_none_and_writes_nothing():
     provenance = contract.Provenance.from_json({})
     assert all(getattr(provenance, f.name) is None for f in provenance.json_fields())

@@ -342,6 +342,7 @@ def _never_built(monkeypatch):
 USERS_FOLDER = {"README.md": b"# mine", "src/code.py": b"print('mine')", "notes.txt": b"x"}
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("flags", [{"overwrite": True}, {"overwrite_any_saved_model": True}])
 def test_overwrite_refuses_a_folder_of_the_users_files(tmp_path, monkeypatch, flags):
     output = tmp_path / "myproject"
@@ -373,6 +374,7 @@ def _staging(tmp_path, name="model"):
     return staging
 
 
+@pytest.mark.notf
 def test_a_saved_model_hubexport_did_not_write_needs_the_second_flag(tmp_path, monkeypatch):
     output = tmp_path / "model"
     theirs = _saved_model_of_someone_else(output)
@@ -394,6 +396,7 @@ def test_a_saved_model_hubexport_did_not_write_needs_the_second_flag(tmp_path, m
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
+@pytest.mark.notf
 def test_an_empty_directory_is_replaced_with_overwrite(tmp_path):
     output = tmp_path / "model"
     output.mkdir()
@@ -422,6 +425,7 @@ def test_an_output_that_is_or_holds_an_input_is_refused(keras, tmp_path, monkeyp
     assert weights.read_bytes() == original and labels.exists()
 
 
+@pytest.mark.notf
 def test_the_output_is_checked_again_when_it_is_moved_into_place(tmp_path):
     """A user's folder that appeared (or changed) during a long export is kept."""
     output = tmp_path / "model"
@@ -529,6 +533,7 @@ def test_verification_refuses_nan(tmp_path, where):
         _verify_against(expected, actual, tmp_path)
 
 
+@pytest.mark.notf
 def test_a_read_only_output_parent_is_refused_before_the_build(tmp_path, monkeypatch,
                                                                 read_only_dir):
     _never_built(monkeypatch)
@@ -643,6 +648,7 @@ def _imports_of_the_package(source):
             yield f"line {node.lineno}: from {'.' * node.level}{node.module or ''} import"
 
 
+@pytest.mark.notf
 def test_the_steps_of_an_export_never_import_the_package():
     """export() calls its steps through the package's names (what a test
     replaces); a step importing one of those would depend on import order."""

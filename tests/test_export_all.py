@@ -224,6 +224,7 @@ def test_an_export_past_its_time_limit_fails_and_the_run_goes_on(tmp_path, capsy
     assert sorted(os.listdir(out)) == [catalog.STATE_DIR]  # Its staging removed.
 
 
+@pytest.mark.notf
 def test_a_previous_export_retired_by_a_killed_install_comes_back(tmp_path):
     """Killed between _install's two renames, the old export sits in a retired
     directory and the output is missing: the clean-up moves it back (deleting

@@ -127,6 +127,7 @@ def test_a_corrupt_cached_file_says_to_delete_it(cached_index, monkeypatch):
         labels_lib.imagenet()
 
 
+@pytest.mark.notf
 def test_the_cache_honours_keras_home_before_and_after_keras_is_imported(tmp_path):
     code = ("from hubexport import labels\n"
             "print(labels._models_dir())\n"
@@ -155,6 +156,7 @@ def test_imagenet_labels_are_part_of_the_request_key(cached_index, tmp_path):
     assert planning.request_key(from_file) != planning.request_key(imagenet)
 
 
+@pytest.mark.notf
 def test_request_keys_of_exports_without_imagenet_labels_are_unchanged(monkeypatch):
     """labels_source is left out of the key when None, so export_all does not
     redo the exports made before the field."""
@@ -165,6 +167,7 @@ def test_request_keys_of_exports_without_imagenet_labels_are_unchanged(monkeypat
     assert "labels_source" not in hashed[0]["plan"] and "labels" in hashed[0]["plan"]
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("request_, reason", [
     (dict(architecture="MobileNetV2", task="feature_vector"),
      "--labels applies only to --task=classification"),
@@ -205,6 +208,7 @@ def test_a_config_takes_the_keyword_and_a_file_beside_it(cached_index, tmp_path)
     assert config_lib.load(str(beside))["labels"] == os.path.join(str(tmp_path), "./imagenet")
 
 
+@pytest.mark.notf
 def test_cli_refuses_imagenet_labels_with_random_weights_in_one_line(capsys, tmp_path):
     from absl import flags
     from absl.testing import flagsaver
@@ -273,3 +277,12 @@ def test_an_export_with_imagenet_labels_names_top_k_and_says_where_they_come_fro
     expected = [[NAMES[i] for i in np.argsort(-row)[:3]] for row in logits]
     assert expected[0] == ["Indian_elephant", "class_999", "class_998"]
     assert [[n.decode() for n in row] for row in top["labels"].numpy()] == expected
+
+
+def test_the_keyword_reads_the_cached_index_and_a_path_itself(keras_home, tmp_path):
+    """What export_all and export --config protect as an input of the export (an
+    output that holds the Keras cache is refused): the cache file, not ./imagenet."""
+    assert labels_lib.source_file("imagenet") == str(
+        keras_home / "models" / "imagenet_class_index.json")
+    assert labels_lib.source_file("./imagenet") == "./imagenet"
+    assert labels_lib.source_file(None) is None

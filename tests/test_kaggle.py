@@ -70,6 +70,7 @@ def kaggle_cli_accepts(model, instance):
 # --- what is written ----------------------------------------------------------
 
 
+@pytest.mark.notf
 def test_upload_holds_the_archive_files_and_both_metadata_files(tmp_path):
     model = exported(tmp_path / "model")
     output = kaggle.package(model, HANDLE, str(tmp_path / "upload"), license_name="Apache 2.0")
@@ -82,6 +83,7 @@ def test_upload_holds_the_archive_files_and_both_metadata_files(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model", "upload"]  # No staging left.
 
 
+@pytest.mark.notf
 def test_metadata_follows_kaggles_templates_and_the_card(tmp_path):
     model = exported(tmp_path / "model")
     metadata, instance = read(kaggle.package(model, HANDLE, str(tmp_path / "upload"),
@@ -110,6 +112,7 @@ def test_metadata_follows_kaggles_templates_and_the_card(tmp_path):
             instance["externalBaseModelUrl"]) == ("Unspecified", 0, "")
 
 
+@pytest.mark.notf
 def test_usage_has_kaggles_sections_and_path_placeholder(tmp_path):
     model = exported(tmp_path / "model")
     _, instance = read(kaggle.package(model, HANDLE, str(tmp_path / "upload"),
@@ -126,6 +129,7 @@ def test_usage_has_kaggles_sections_and_path_placeholder(tmp_path):
     assert "batch_norm_momentum" in usage and "serving_default" in usage
 
 
+@pytest.mark.notf
 def test_classifier_without_imagenet_weights_names_no_training_data(tmp_path):
     provenance = dict(CLASSIFIER, weights={"source": "none"})
     model = exported(tmp_path / "model", provenance)
@@ -137,6 +141,7 @@ def test_classifier_without_imagenet_weights_names_no_training_data(tmp_path):
     assert "random initialization" in instance["usage"]
 
 
+@pytest.mark.notf
 def test_own_model_is_titled_with_the_model_slug(tmp_path):
     provenance = dict(FEATURE_VECTOR, architecture=None,
                       source={"kind": "keras_model", "path": "tagger.keras"})
@@ -148,6 +153,7 @@ def test_own_model_is_titled_with_the_model_slug(tmp_path):
     assert metadata["subtitle"].startswith("Image feature vectors")
 
 
+@pytest.mark.notf
 def test_without_a_card_the_provenance_gives_one_and_it_says_so(tmp_path):
     model = exported(tmp_path / "model", card=False)
     said = []
@@ -159,6 +165,7 @@ def test_without_a_card_the_provenance_gives_one_and_it_says_so(tmp_path):
     assert "kagglehub.model_upload" in said[-1]
 
 
+@pytest.mark.notf
 def test_a_bare_saved_model_gets_what_its_files_show_and_it_says_so(tmp_path):
     files = {name: data for name, data in FILES.items() if not name.startswith("assets.extra")}
     model = make_tree(tmp_path / "model", files)
@@ -175,6 +182,7 @@ def test_a_bare_saved_model_gets_what_its_files_show_and_it_says_so(tmp_path):
     assert "no model card" in said[0]
 
 
+@pytest.mark.notf
 def test_a_card_not_in_tfhub_format_is_refused(tmp_path):
     model = exported(tmp_path / "model")
     with open(os.path.join(model, model_card.CARD_FILE), "w") as f:
@@ -187,6 +195,7 @@ def test_a_card_not_in_tfhub_format_is_refused(tmp_path):
 # --- handle and license -------------------------------------------------------
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("handle, message", [
     ("jane/mobilenet-v2", "is not OWNER/MODEL/tensorFlow2/VARIATION"),
     ("jane/mobilenet-v2/tensorFlow2/fv/3", "ends in a version; pass"),
@@ -204,6 +213,7 @@ def test_bad_handles_are_refused_in_one_line(handle, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.notf
 def test_a_good_handle_parses():
     handle = kaggle.parse_handle("jane_doe/mobilenet-v2/tensorFlow2/224-fv")
     assert (handle.owner, handle.model, handle.framework, handle.variation) == (
@@ -211,6 +221,7 @@ def test_a_good_handle_parses():
     assert str(handle) == "jane_doe/mobilenet-v2/tensorFlow2/224-fv"
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("given, name", [
     ("Apache 2.0", "Apache 2.0"),
     ("apache 2.0", "Apache 2.0"),
@@ -223,12 +234,14 @@ def test_license_names_take_kaggles_spelling(given, name):
     assert kaggle.canonical_license(given) == name
 
 
+@pytest.mark.notf
 def test_an_unknown_license_is_refused_with_the_closest():
     with pytest.raises(UserError, match="did you mean 'Apache 2.0'") as error:
         kaggle.canonical_license("Apache 2")
     assert "allowed: Apache 2.0; " in str(error.value)
 
 
+@pytest.mark.notf
 def test_a_license_is_required_unless_the_card_states_one(tmp_path):
     model = exported(tmp_path / "model")
     with pytest.raises(UserError, match="needs --license=NAME: the model card states no"):
@@ -248,6 +261,7 @@ def test_a_license_is_required_unless_the_card_states_one(tmp_path):
 # --- what is refused, and the output's safety --------------------------------
 
 
+@pytest.mark.notf
 def test_files_the_archive_rules_refuse_are_refused_and_nothing_is_written(tmp_path):
     model = exported(tmp_path / "model")
     os.symlink("/etc/passwd", os.path.join(model, "assets", "link"))
@@ -261,6 +275,7 @@ def test_files_the_archive_rules_refuse_are_refused_and_nothing_is_written(tmp_p
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
+@pytest.mark.notf
 def test_not_a_saved_model_is_refused(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(UserError, match="is not a SavedModel"):
@@ -268,6 +283,7 @@ def test_not_a_saved_model_is_refused(tmp_path):
                        license_name="MIT")
 
 
+@pytest.mark.notf
 def test_an_upload_it_wrote_is_replaced_only_with_overwrite(tmp_path):
     model = exported(tmp_path / "model")
     upload = str(tmp_path / "upload")
@@ -282,6 +298,7 @@ def test_an_upload_it_wrote_is_replaced_only_with_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model", "upload"]  # No retired copy left.
 
 
+@pytest.mark.notf
 def test_an_empty_directory_is_replaced_only_with_overwrite(tmp_path):
     model = exported(tmp_path / "model")
     (tmp_path / "upload").mkdir()
@@ -292,6 +309,7 @@ def test_an_empty_directory_is_replaced_only_with_overwrite(tmp_path):
     assert kaggle.INSTANCE_METADATA in os.listdir(tmp_path / "upload")
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("make, named", [
     (lambda d: (d / "photo.jpg").write_bytes(b"mine"), "has no model-instance-metadata.json"),
     (lambda d: (d / kaggle.INSTANCE_METADATA).write_text('{"framework": "tensorFlow2"}'),
@@ -309,6 +327,7 @@ def test_a_users_folder_is_never_replaced(tmp_path, make, named):
     assert listing(tmp_path / "upload") == before
 
 
+@pytest.mark.notf
 def test_a_file_added_to_its_upload_keeps_it_from_being_replaced(tmp_path):
     model = exported(tmp_path / "model")
     upload = kaggle.package(model, HANDLE, str(tmp_path / "upload"), license_name="MIT")
@@ -321,6 +340,7 @@ def test_a_file_added_to_its_upload_keeps_it_from_being_replaced(tmp_path):
     assert os.path.exists(os.path.join(upload, "README.md"))
 
 
+@pytest.mark.notf
 def test_outputs_that_are_the_model_or_hold_it_are_refused(tmp_path):
     model = exported(tmp_path / "model")
     with pytest.raises(UserError, match="is the SavedModel .* or inside it"):
@@ -336,6 +356,7 @@ def test_outputs_that_are_the_model_or_hold_it_are_refused(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["file", "model"]
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("interrupt", [OSError("disk full"), KeyboardInterrupt()])
 def test_failure_mid_write_leaves_nothing_and_keeps_the_old_upload(tmp_path, monkeypatch,
                                                                    interrupt):
@@ -357,6 +378,7 @@ def test_failure_mid_write_leaves_nothing_and_keeps_the_old_upload(tmp_path, mon
     assert read(upload)[1]["licenseName"] == "MIT"
 
 
+@pytest.mark.notf
 def test_an_output_that_appears_during_the_write_is_checked_again(tmp_path, monkeypatch):
     model = exported(tmp_path / "model")
     upload = tmp_path / "upload"
@@ -402,6 +424,7 @@ def run(*args):
         return cli.main(flags.FLAGS(["hubexport", *args]))
 
 
+@pytest.mark.notf
 def test_cli_writes_the_upload_and_prints_its_path(tmp_path, capsys):
     model = exported(tmp_path / "model")
     code = run("package", model, f"--kaggle={HANDLE}", "--license=CC BY 4.0",
@@ -414,6 +437,7 @@ def test_cli_writes_the_upload_and_prints_its_path(tmp_path, capsys):
         "Attribution 4.0 International (CC BY 4.0)")
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("args, message", [
     ([f"--kaggle={HANDLE}", "--license=MIT"], "package --kaggle needs --output=DIR"),
     (["--kaggle=jane/m/tensorflow2/v", "--license=MIT", "--output=o"],
@@ -432,6 +456,7 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys, args, message):
     assert message in err
 
 
+@pytest.mark.notf
 def test_the_module_does_not_import_tensorflow():
     code = "import sys, hubexport.publish.kaggle; print('tensorflow' in sys.modules)"
     repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

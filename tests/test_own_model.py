@@ -181,6 +181,7 @@ def test_custom_layers_load_from_a_module(keras, tmp_path, monkeypatch):
     assert export.export(plan, str(tmp_path / "model")).max_relative_difference < 1e-4
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("kwargs,message", [
     (dict(architecture="VGG16", keras_model="m.keras"), "exactly one of --architecture"),
     (dict(architecture="VGG16", preprocessing="caffe"), "--preprocessing applies only to"),
@@ -197,6 +198,7 @@ def test_refused_requests_say_what_is_allowed(kwargs, message):
         export.plan(**kwargs)
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("text,message", [
     ("a\n\nb\n", "line 2 is blank"),
     ("a\n b\n", "line 2 has leading or trailing whitespace"),

@@ -47,6 +47,7 @@ def members(archive):
 # --- package ---------------------------------------------------------------
 
 
+@pytest.mark.notf
 def test_archive_holds_allowed_files_at_root_with_fixed_owners_and_modes(tmp_path):
     model = make_tree(tmp_path / "model")
     os.chmod(os.path.join(model, "saved_model.pb"), 0o600)
@@ -73,6 +74,7 @@ def test_archive_holds_allowed_files_at_root_with_fixed_owners_and_modes(tmp_pat
     assert "fingerprint.pb" not in entries
 
 
+@pytest.mark.notf
 def test_same_model_gives_byte_identical_archives(tmp_path):
     first = make_tree(tmp_path / "a")
     second = make_tree(tmp_path / "elsewhere" / "b")  # Other path, times, order.
@@ -87,6 +89,7 @@ def test_same_model_gives_byte_identical_archives(tmp_path):
     assert data[4:8] == b"\0\0\0\0"  # The gzip header's time.
 
 
+@pytest.mark.notf
 def test_refuses_extra_files_and_lists_them(tmp_path):
     model = make_tree(tmp_path / "model", {
         **FILES, "notes.txt": b"x", "variables/extra.bin": b"x",
@@ -106,6 +109,7 @@ def test_refuses_extra_files_and_lists_them(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
+@pytest.mark.notf
 def test_refuses_symlinks_even_inside_assets(tmp_path):
     outside = tmp_path / "secret.txt"
     outside.write_text("secret")
@@ -123,6 +127,7 @@ def test_refuses_symlinks_even_inside_assets(tmp_path):
     assert not os.path.exists(model + ".tar.gz")
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("missing, named", [
     ("saved_model.pb", "no saved_model.pb"),
     ("variables", "no variables/"),
@@ -142,6 +147,7 @@ def _old_archive(model):
     return open(model + ".tar.gz", "rb").read()
 
 
+@pytest.mark.notf
 def test_existing_output_is_refused_and_kept_unless_overwrite(tmp_path, monkeypatch):
     model = make_tree(tmp_path / "model")
     output = tmp_path / "model.tar.gz"
@@ -172,6 +178,7 @@ def _user_tar(path, files, **tar_kwargs):
     return path.read_bytes()
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("make,named", [
     (lambda path: (path.write_bytes(b"my notes"), b"my notes")[1], "not a gzipped tar file"),
     (lambda path: _user_tar(path, {"src/code.py": b"print(1)"}),
@@ -189,6 +196,7 @@ def test_overwrite_refuses_a_file_that_is_not_an_archive_of_a_saved_model(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["model", "model.tar.gz"]
 
 
+@pytest.mark.notf
 def test_an_archive_package_did_not_write_needs_overwrite_any_saved_model(tmp_path):
     model = make_tree(tmp_path / "model")
     output = tmp_path / "model.tar.gz"
@@ -200,6 +208,7 @@ def test_an_archive_package_did_not_write_needs_overwrite_any_saved_model(tmp_pa
     assert "notes.txt" not in members(str(output))
 
 
+@pytest.mark.notf
 def test_output_that_appears_during_the_write_is_checked_again(tmp_path, monkeypatch):
     model = make_tree(tmp_path / "model")
     output = tmp_path / "model.tar.gz"
@@ -216,6 +225,7 @@ def test_output_that_appears_during_the_write_is_checked_again(tmp_path, monkeyp
     assert sorted(os.listdir(tmp_path)) == ["model", "model.tar.gz"]
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("interrupt", [OSError("disk full"), KeyboardInterrupt()])
 def test_failure_mid_write_leaves_no_partial_archive(tmp_path, monkeypatch, interrupt):
     model = make_tree(tmp_path / "model")
@@ -239,6 +249,7 @@ def test_failure_mid_write_leaves_no_partial_archive(tmp_path, monkeypatch, inte
     assert sorted(os.listdir(tmp_path)) == ["model", "model.tar.gz"]
 
 
+@pytest.mark.notf
 def test_refuses_outputs_tfhub_dev_would_not_take(tmp_path):
     model = make_tree(tmp_path / "model")
     with pytest.raises(UserError, match=r"must end with \.tar\.gz"):
@@ -273,6 +284,7 @@ def test_real_saved_model_loads_from_the_archive(tmp_path):
     assert loaded(tf.constant([1.5])).numpy().tolist() == [3.0]
 
 
+@pytest.mark.notf
 def test_modules_do_not_import_tensorflow():
     code = ("import sys, hubexport.publish.package, hubexport.publish.model_card; "
             "print('tensorflow' in sys.modules)")
@@ -362,6 +374,7 @@ def tfhub_metadata(card):
     return {key: values[0] for key, values in metadata.items()}
 
 
+@pytest.mark.notf
 def test_feature_vector_card():
     card = model_card.render(FEATURE_VECTOR)
 
@@ -387,6 +400,7 @@ def test_feature_vector_card():
     assert "None" not in card
 
 
+@pytest.mark.notf
 def test_classification_card_is_for_softmax():
     card = model_card.render(CLASSIFIER)
 
@@ -401,6 +415,7 @@ def test_classification_card_is_for_softmax():
     assert "None" not in card
 
 
+@pytest.mark.notf
 def test_multi_label_card_with_labels_is_for_sigmoid():
     card = model_card.render(MULTI_LABEL, handle="acme/flowers/2")
 
@@ -420,6 +435,7 @@ def test_multi_label_card_with_labels_is_for_sigmoid():
     assert "None" not in card
 
 
+@pytest.mark.notf
 def test_absent_keys_leave_their_lines_out():
     minimal = {"architecture": "ResNet50", "task": "classification"}
     nones = {key: None for key in ("source", "labels", "multi_label", "top_k",
@@ -434,6 +450,7 @@ def test_absent_keys_leave_their_lines_out():
         assert "signature `serving_default`" in card
 
 
+@pytest.mark.notf
 def test_card_refuses_a_bad_handle_or_task():
     with pytest.raises(UserError, match="is not publisher/model/version"):
         model_card.render(FEATURE_VECTOR, handle="Acme/model")
@@ -441,6 +458,7 @@ def test_card_refuses_a_bad_handle_or_task():
         model_card.render({**FEATURE_VECTOR, "task": "detection"})
 
 
+@pytest.mark.notf
 def test_write_puts_the_card_in_assets_extra(tmp_path):
     path = model_card.write(str(tmp_path), FEATURE_VECTOR, handle="acme/mnv2/1")
 
@@ -449,6 +467,7 @@ def test_write_puts_the_card_in_assets_extra(tmp_path):
         assert f.read() == model_card.render(FEATURE_VECTOR, handle="acme/mnv2/1")
 
 
+@pytest.mark.notf
 def test_card_and_provenance_go_into_the_archive(tmp_path):
     model = make_tree(tmp_path / "model", {
         **FILES, "assets.extra/hubexport.json": json.dumps(FEATURE_VECTOR).encode()})

@@ -5,6 +5,8 @@ import configparser
 import os
 import warnings
 
+import pytest
+
 COPY_WARNING = "__array__ implementation doesn't accept a copy keyword, so passing copy=False failed"
 
 
@@ -14,6 +16,7 @@ def _filters():
     return [line for line in config["tool:pytest"]["filterwarnings"].splitlines() if line]
 
 
+@pytest.mark.notf
 def test_every_filter_names_a_message_a_category_and_a_module():
     for line in _filters():
         action, message, category, module = line.split(":")[:4]

@@ -27,7 +27,7 @@ TASK_CHOICES = ("auto",) + TASKS
 
 
 def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=(),
-          on_start=None, on_result=None):
+          on_start=None, on_result=None, require=()):
     """Runs every check on the SavedModel directory `path`; returns a ModelReport.
 
     task: "auto" (from the provenance file, else from the serving_default
@@ -42,9 +42,12 @@ def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=(),
       that work themselves.
     on_start(check, context), on_result(CheckResult): called as each check
       starts and ends (hubexport.batch.worker reports them to its parent).
+    require: optional consumers (keys of hubexport.check.REQUIRABLE, e.g.
+      "litert") whose checks' warnings and "could not run" become errors.
     """
     _check_task(task)
     check_names(skip)
+    required_checks(require)
     from hubexport import check as checks
 
     start = time.monotonic()
@@ -58,9 +61,43 @@ def check(path, task="auto", allow_unsafe_ops=False, loaded=None, skip=(),
                            else _run_check(entry, context))
             if on_result:
                 on_result(results[-1])
-    return reports.ModelReport(
+    return apply_require(reports.ModelReport(
         path, context.task, context.task_source, tuple(results), time.monotonic() - start
-    )
+    ), require)
+
+
+def required_checks(require):
+    """The check names that `require` (names of hubexport.check.REQUIRABLE) makes
+    errors; refuses another name. Imports no TensorFlow."""
+    from hubexport import check as checks
+
+    unknown = [name for name in require if name not in checks.REQUIRABLE]
+    if unknown:
+        raise UserError(f"--require names {', '.join(map(repr, unknown))}; allowed: "
+                        f"{', '.join(checks.REQUIRABLE)} (e.g. --require=litert)")
+    return {c for name in require for c in checks.REQUIRABLE[name]}
+
+
+def apply_require(report, require):
+    """`report` with the warnings and "could not run" of the required checks as errors.
+
+    Done after the checks ran (here and in run(), on the report a worker sent),
+    so an optional consumer's check need not know whether it was asked for.
+    """
+    names = required_checks(require)
+    if not names:
+        return report
+    import dataclasses
+
+    def promoted(finding):
+        if finding.check in names and finding.level in ("warning", "unavailable"):
+            return dataclasses.replace(finding, level="error",
+                                       message=f"{finding.message} (required: --require)")
+        return finding
+
+    results = tuple(dataclasses.replace(r, findings=tuple(map(promoted, r.findings)))
+                    if r.check in names else r for r in report.results)
+    return dataclasses.replace(report, results=results)
 
 
 def all_checks():
@@ -166,13 +203,14 @@ def _check_paths(paths):
                             "directory of them; unpack an archive first)")
 
 
-def validate(task, json_report=None, junit_xml=None, skip=(), paths=None):
+def validate(task, json_report=None, junit_xml=None, skip=(), paths=None, require=()):
     """Refuses a bad task, report path, model path or check name before any model is
     checked; imports TensorFlow only for check names (skip), so the rest is instant.
 
     paths: the PATHs to check (None: not validated here).
     """
     _check_task(task)
+    required_checks(require)
     for flag, report_path in (("json_report", json_report), ("junit_xml", junit_xml)):
         _check_writable(flag, report_path)
     if skip:
@@ -182,7 +220,8 @@ def validate(task, json_report=None, junit_xml=None, skip=(), paths=None):
 
 
 def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
-        allow_unsafe_ops=False, out=sys.stdout, skip=(), limits=None, log=None):
+        allow_unsafe_ops=False, out=sys.stdout, skip=(), limits=None, log=None,
+        require=()):
     """`hubexport check`: checks every path, prints and writes the reports.
 
     Each model is checked in a child process within `limits` (see
@@ -192,13 +231,14 @@ def run(paths, task="auto", json_report=None, junit_xml=None, strict=False,
     Returns the exit code: 0 if every model conforms, 1 if any has an error
     (with strict, also a warning). Raises UserError for invalid arguments.
     """
-    validate(task, json_report, junit_xml, skip, paths)
+    validate(task, json_report, junit_xml, skip, paths, require)
     model_reports = []
     for path in paths:
         from hubexport.batch import limits as isolation  # Its child runs check() on the path.
 
         report = isolation.check(path, task, allow_unsafe_ops, skip, limits, on_result=(
             isolation.progress(log) if log and len(paths) == 1 else None))
+        report = apply_require(report, require)  # The worker ran the checks without it.
         out.write(reports.text([report], strict))
         out.flush()
         model_reports.append(report)

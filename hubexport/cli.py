@@ -22,9 +22,17 @@ Usage:
       and library versions is not redone)
   hubexport package DIR [--output=FILE.tar.gz] [--overwrite]
       (the archive tfhub.dev accepted; default DIR.tar.gz beside DIR)
+  hubexport package DIR --kaggle=OWNER/MODEL/tensorFlow2/VARIATION --output=DIR
+      [--license=NAME] [--overwrite]   (the directory a Kaggle Models upload takes:
+      the archive's files, model-metadata.json and model-instance-metadata.json)
+  hubexport litert DIR [--output=FILE.tflite] [--quantize=none|dynamic|float16|int8]
+      [--representative_images=DIR] [--image_size=N] [--overwrite]
+      (serving_default only, TFLite builtin ops; the raw-image signatures need Flex
+      ops and are not converted; verified in ai_edge_litert against the SavedModel;
+      default DIR.tflite beside DIR, with its card DIR.json; needs pip install -e ".[litert]")
   hubexport check PATH [PATH ...] [--task=auto|feature_vector|classification]
       [--json_report=FILE] [--junit_xml=FILE] [--strict] [--allow_unsafe_ops]
-      [--skip_checks=NAME,...] [--jobs=N] [--shard=I/N]
+      [--skip_checks=NAME,...] [--jobs=N] [--shard=I/N] [--require=litert]
       [--timeout_s=S] [--memory_gb=G]   (per model; it is stopped past either)
       (a PATH holding SavedModels in its subdirectories checks each of them)
       (exit 0: every model conforms; 1: a model has an error; 2: bad usage)
@@ -42,10 +50,11 @@ from absl import logging as absl_logging
 import hubexport
 from hubexport import architectures, names, startup
 from hubexport import config as config_lib
+from hubexport import labels as labels_lib
 from hubexport.batch import limits as limits_lib
 from hubexport.errors import UserError, is_interrupt, summarize
 
-COMMANDS = ("export", "export_all", "check", "package")
+COMMANDS = ("export", "export_all", "check", "package", "litert")
 
 _ARCHITECTURE = flags.DEFINE_string(
     "architecture", None, "A keras.applications name, e.g. MobileNetV2.")
@@ -62,7 +71,9 @@ _CUSTOM_OBJECTS = flags.DEFINE_string(
 _LABELS = flags.DEFINE_string(
     "labels", None,
     "export classification: a text file, one label per line (line 1 = class 0); "
-    "adds assets/labels.txt and the top_k signature.")
+    "adds assets/labels.txt and the top_k signature. imagenet: Keras' 1000 ImageNet "
+    "class names (imagenet_class_index.json, fetched and cached as decode_predictions "
+    "does; only with --weights=imagenet; ./imagenet for a file of that name).")
 _TOP_K = flags.DEFINE_integer(
     "top_k", None, "export with --labels: how many classes top_k returns (default 5).")
 _MULTI_LABEL = flags.DEFINE_boolean(
@@ -89,17 +100,29 @@ _IMAGE_SIZE = flags.DEFINE_integer(
 _WEIGHTS = flags.DEFINE_string(
     "weights", None, "imagenet (default), none, or a weights file path.")
 _OUTPUT = flags.DEFINE_string(
-    "output", None, "export: the SavedModel directory; package: the .tar.gz to write.")
+    "output", None, "export: the SavedModel directory; package: the .tar.gz to write "
+    "(with --kaggle: the upload directory); litert: the .tflite to write.")
 _OVERWRITE = flags.DEFINE_boolean(
     "overwrite", False,
     "export, export_all: replace an existing output that hubexport wrote (a SavedModel "
     "with its assets.extra/hubexport.json) or an empty directory; package: an archive "
-    "that hubexport package wrote. Anything else is refused, and left as it is.")
+    "that hubexport package wrote (--kaggle: an upload directory it wrote, or an empty "
+    "one); litert: a .tflite whose card (FILE.json) litert "
+    "wrote for it. Anything else is refused, and left as it is.")
 _OVERWRITE_ANY_SAVED_MODEL = flags.DEFINE_boolean(
     "overwrite_any_saved_model", False,
     "export, export_all: also replace a SavedModel directory (saved_model.pb and "
     "variables/) that hubexport did not write; package: any .tar.gz holding a "
     "saved_model.pb. Never a directory of other files.")
+_KAGGLE = flags.DEFINE_string(
+    "kaggle", None,
+    "package: OWNER/MODEL/tensorFlow2/VARIATION: write the directory a Kaggle Models "
+    "upload takes (to --output=DIR) instead of the archive; --overwrite replaces only "
+    "a directory this wrote.")
+_LICENSE = flags.DEFINE_string(
+    "license", None,
+    "package --kaggle: the license, a name of Kaggle's list (e.g. \"Apache 2.0\", "
+    "\"MIT\", \"CC BY 4.0\"); required unless the model card states one.")
 _CONFIG = flags.DEFINE_string(
     "config", None, "export: a TOML config; flags beside it override it.")
 _CONFIG_DIR = flags.DEFINE_string(
@@ -144,6 +167,22 @@ _ALLOW_UNSAFE_OPS = flags.DEFINE_boolean(
     "allow_unsafe_ops", False,
     "check: run models whose graphs touch files, processes or the network "
     "(reported as a warning instead of an error).")
+_QUANTIZE = flags.DEFINE_enum(
+    "quantize", "none", ["none", "dynamic", "float16", "int8"],
+    "litert: none (float32, verified to 1e-4 against the SavedModel), dynamic (int8 "
+    "weights), float16 (float16 weights) or int8 (integer kernels, calibrated on "
+    "--representative_images; float32 input and output); quantized models report "
+    "their difference and, for classification, top-1 and top-5 agreement.")
+_REPRESENTATIVE_IMAGES = flags.DEFINE_string(
+    "representative_images", None,
+    "litert: a folder of JPEG/PNG/GIF/BMP files, decoded and resized as "
+    "serving_image_bytes does; compared on (default: 4 random images) and, for "
+    "--quantize=int8 (required there), calibrated on.")
+_REQUIRE = flags.DEFINE_list(
+    "require", [],
+    "check: optional consumers whose checks must pass: their warnings (and a check "
+    "that could not run, e.g. without the extra) become errors. Allowed: litert "
+    "(the litert_conversion check).")
 _TIMEOUT_S = flags.DEFINE_float(
     "timeout_s", None,
     "check, export_all: seconds one model may take (each model runs in a worker "
@@ -161,7 +200,8 @@ _FLAGS = (_ARCHITECTURE, _KERAS_MODEL, _PREPROCESSING, _CUSTOM_OBJECTS, _LABELS,
           _TOP_K, _MULTI_LABEL, _FEATURE_LAYER, _POOLING, _JIT_COMPILE, _TASK, _IMAGE_SIZE,
           _WEIGHTS, _OUTPUT, _OVERWRITE, _OVERWRITE_ANY_SAVED_MODEL, _CONFIG, _CONFIG_DIR, _OUTPUT_DIR, _MIN_SIZE, _JOBS,
           _SHARD, _MEMORY_GB, _CHECK_EXPORTS, _SKIP_CHECKS, _JSON_REPORT, _JUNIT_XML,
-          _STRICT, _ALLOW_UNSAFE_OPS, _TIMEOUT_S)
+          _STRICT, _ALLOW_UNSAFE_OPS, _TIMEOUT_S, _QUANTIZE, _REPRESENTATIVE_IMAGES, _REQUIRE,
+          _KAGGLE, _LICENSE)
 _MANY = {"jobs", "shard", "memory_gb", "timeout_s"}
 _ONLY_FOR = {
     "export": {"output", "config", "overwrite", "overwrite_any_saved_model", *_EXPORT_SETTINGS},
@@ -170,8 +210,9 @@ _ONLY_FOR = {
                    "min_size", "task", "check_exports", "skip_checks", "json_report",
                    *_MANY},
     "check": {"task", "json_report", "junit_xml", "strict", "allow_unsafe_ops",
-              "skip_checks", *_MANY},
-    "package": {"output", "overwrite", "overwrite_any_saved_model"},
+              "skip_checks", "require", *_MANY},
+    "package": {"output", "overwrite", "overwrite_any_saved_model", "kaggle", "license"},
+    "litert": {"output", "overwrite", "quantize", "representative_images", "image_size"},
 }
 
 
@@ -200,7 +241,7 @@ def _export():
     plan = export.plan(**settings)
     replace = dict(overwrite=_OVERWRITE.value,
                    overwrite_any_saved_model=_OVERWRITE_ANY_SAVED_MODEL.value,
-                   inputs=(_CONFIG.value, settings.get("labels")))
+                   inputs=(_CONFIG.value, labels_lib.source_file(settings.get("labels"))))
     output = export.check_destination(plan, _OUTPUT.value, **replace)  # Before TF loads.
     startup.quiet_tensorflow()
     result = export.export(plan, output, log=_say, **replace)
@@ -247,13 +288,36 @@ def _check(paths):
     if _SKIP_CHECKS.value:
         startup.quiet_tensorflow()
     checker.validate(_TASK.value or "auto", _JSON_REPORT.value, _JUNIT_XML.value,
-                     _SKIP_CHECKS.value, paths=paths)
+                     _SKIP_CHECKS.value, paths=paths, require=_REQUIRE.value)
     startup.quiet_tensorflow()
+    if _REQUIRE.value:
+        return _check_requiring(paths, limits)
     return catalog.check_all(
         paths, task=_TASK.value or "auto", json_report=_JSON_REPORT.value,
         junit_xml=_JUNIT_XML.value, strict=_STRICT.value,
         allow_unsafe_ops=_ALLOW_UNSAFE_OPS.value, skip_checks=_SKIP_CHECKS.value, log=_say,
         limits=limits, **_many())
+
+
+def _check_requiring(paths, limits):
+    """check --require: catalog.check_all's one-job path (checker.run, which
+    applies the requirement to each report); the workers of --jobs do not take
+    it yet."""
+    from hubexport import catalog, checker
+
+    if _JOBS.value > 1:
+        raise UserError("--require runs with --jobs=1 for now; leave --jobs out, or run "
+                        "without --require")
+    from hubexport.batch import state
+
+    models = catalog.saved_models(paths)  # The same models and shards as check_all's.
+    models = catalog.select_shard(models, _SHARD.value, state.bytes_on_disk)
+    if not models:
+        _say(f"shard {_SHARD.value} has no models")
+        return 0
+    return checker.run(models, _TASK.value or "auto", _JSON_REPORT.value, _JUNIT_XML.value,
+                       _STRICT.value, _ALLOW_UNSAFE_OPS.value, skip=tuple(_SKIP_CHECKS.value),
+                       limits=limits, log=_say, require=tuple(_REQUIRE.value))
 
 
 def _limits(default_seconds):
@@ -267,10 +331,43 @@ def _package(paths):
         raise UserError(
             f"package takes one SavedModel directory; received {len(paths)} "
             "(e.g. hubexport package models/mobilenet_v2)")
+    if _KAGGLE.value is not None:
+        return _package_for_kaggle(paths[0])
+    if _LICENSE.value is not None:
+        raise UserError("--license is a flag of package --kaggle only (a tfhub.dev "
+                        "archive's license is its card's license line); add "
+                        "--kaggle=OWNER/MODEL/tensorFlow2/VARIATION or drop --license")
     from hubexport.publish import package
 
     print(package.package(paths[0], _OUTPUT.value, overwrite=_OVERWRITE.value,
                           overwrite_any_saved_model=_OVERWRITE_ANY_SAVED_MODEL.value))
+    return 0
+
+
+def _package_for_kaggle(directory):
+    if _OVERWRITE_ANY_SAVED_MODEL.value:
+        raise UserError("--overwrite_any_saved_model is not for package --kaggle: it "
+                        "replaces only a directory it wrote (--overwrite)")
+    from hubexport.publish import kaggle
+
+    print(kaggle.package(directory, _KAGGLE.value, _OUTPUT.value,
+                         license_name=_LICENSE.value, overwrite=_OVERWRITE.value, log=_say))
+    return 0
+
+
+def _litert(paths):
+    if len(paths) != 1:
+        raise UserError(
+            f"litert takes one SavedModel directory; received {len(paths)} "
+            "(e.g. hubexport litert models/mobilenet_v2)")
+    from hubexport.publish import litert
+
+    litert.interpreter_class()  # The missing extra is refused before TensorFlow loads.
+    startup.quiet_tensorflow()
+    result = litert.convert(paths[0], _OUTPUT.value, _QUANTIZE.value,
+                            _REPRESENTATIVE_IMAGES.value, _IMAGE_SIZE.value,
+                            overwrite=_OVERWRITE.value, log=_say)
+    print(result.summary)
     return 0
 
 
@@ -290,7 +387,7 @@ def main(argv):
     command = argv[1]
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.ERROR)
-    if len(argv) > 2 and command not in ("check", "package"):
+    if len(argv) > 2 and command not in ("check", "package", "litert"):
         _error(f"{command} takes no positional arguments; received {argv[2:]}")
         return 2
     try:
@@ -299,6 +396,8 @@ def main(argv):
             return _check(argv[2:])
         if command == "package":
             return _package(argv[2:])
+        if command == "litert":
+            return _litert(argv[2:])
         return {"export": _export, "export_all": _export_all}[command]()
     except UserError as e:
         _error(str(e))

@@ -598,3 +598,29 @@ def rank3_input(path):
         return _forward(model, tf.stack([images] * 3, axis=-1), training)
 
     _save(path, _root(model, call, traces=((spec, False), (spec, True))))
+
+
+# The mutant of the optional LiteRT consumer (litert_conversion; hubexport.check.litert).
+
+
+def string_op_serving(path):
+    """litert_conversion: serving_default adds 0 times the length of its outputs printed
+    as strings (AsString, StringLength: TF ops LiteRT has no builtin for), so it
+    returns what __call__ does but converts only with Flex ops."""
+    model = tiny_model()
+    root, _ = _root(model, _plain_call(model))
+
+    @tf.function(input_signature=[IMAGES], autograph=False)
+    def serving_default(images):
+        features = _forward(model, images, False)
+        digits = tf.strings.length(tf.strings.as_string(features))
+        return {"feature_vector": features + 0.0 * tf.cast(digits, tf.float32)}
+
+    tf.saved_model.save(root, path,
+                        signatures={"serving_default": serving_default.get_concrete_function()})
+
+
+MUTANTS["litert_conversion"] = string_op_serving
+# What checker.check is given for a mutant: an optional consumer's findings are
+# errors only when required.
+CHECK_OPTIONS = {"litert_conversion": {"require": ("litert",)}}

@@ -92,7 +92,7 @@ def test_checks_run_in_the_order_they_ran_in_before_the_package():
         "feature_size_constant", "logits_not_probabilities", "top_k_labels",
         "hyperparameters", "hyperparameter_effects", "training_gradients",
         "hub_fine_tuning", "hub_frozen", "tfsm_layer", "serve_endpoint",
-        "serve_training_mode", "serving_signature", "serving_output"]
+        "serve_training_mode", "serving_signature", "serving_output", "litert_conversion"]
 
 
 def test_the_fine_tuning_checks_are_tagged():
@@ -153,7 +153,8 @@ def _mutant_builder(check_name, targets):
 
 @pytest.mark.parametrize("check_name", CHECK_NAMES)
 def test_mutant_fails_exactly_its_check(check_name, report_of, targets):
-    report = report_of(check_name, _mutant_builder(check_name, targets))
+    report = report_of(check_name, _mutant_builder(check_name, targets),
+                       **mutants.CHECK_OPTIONS.get(check_name, {}))
     failed = {(f.check, f.clause) for f in report.findings if f.level == "error"}
     assert failed == {(check_name, CLAUSES[check_name])}, reports.text([report])
     assert report.fails()

@@ -83,6 +83,7 @@ def test_flags_override_the_config(tmp_path, capsys):
     assert (info["image_size"], info["weights"]["source"]) == (32, "none")
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("args,message", [
     (["export", "--architecture=MobileNetV4", "--task=feature_vector", "--output=x"],
      "did you mean MobileNetV2"),
@@ -107,19 +108,23 @@ def test_flags_override_the_config(tmp_path, capsys):
     (["export_all", "--config_dir=c"], "export_all needs --config_dir=DIR and --output_dir=DIR"),
     (["frobnicate"], "unknown command 'frobnicate'; allowed: export, export_all, check"),
     (["export", "extra"], "export takes no positional arguments"),
-    (["check", "x", "--skip_checks=tfsm_layer,nope"],
-     "--skip_checks names 'nope', which is not a check; allowed: saved_model_files,"),
-    (["export_all", "--config_dir=c", "--output_dir=o", "--task=segmentation"],
-     "Unknown task 'segmentation'; allowed: feature_vector, classification"),
-    (["export_all", "--config_dir=c", "--output_dir=o", "--nocheck_exports",
-      "--skip_checks=tfsm_layer"],
-     "--skip_checks has no effect with --nocheck_exports (no check runs); drop one of them"),
+    pytest.param(["check", "x", "--skip_checks=tfsm_layer,nope"],  # Imports the checks.
+                 "--skip_checks names 'nope', which is not a check; allowed: saved_model_files,",
+                 marks=pytest.mark.tensorflow),
+    pytest.param(["export_all", "--config_dir=c", "--output_dir=o", "--task=segmentation"],
+                 "Unknown task 'segmentation'; allowed: feature_vector, classification",
+                 marks=pytest.mark.tensorflow),  # Imports the catalog's checks.
+    pytest.param(["export_all", "--config_dir=c", "--output_dir=o", "--nocheck_exports",
+                  "--skip_checks=tfsm_layer"],
+                 "--skip_checks has no effect with --nocheck_exports (no check runs); drop one "
+                 "of them", marks=pytest.mark.tensorflow),
 ])
 def test_user_errors_are_one_line_with_exit_2(args, message, capsys):
     assert run(*args) == 2
     assert message in _one_line_error(capsys)
 
 
+@pytest.mark.notf
 def test_existing_output_without_overwrite(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     code = run("export", "--architecture=MobileNetV2", "--task=feature_vector",
@@ -129,6 +134,7 @@ def test_existing_output_without_overwrite(tmp_path, capsys):
     assert os.listdir(tmp_path / "model") == []
 
 
+@pytest.mark.notf
 def test_config_errors(tmp_path):
     unknown = _write(tmp_path / "a.toml", 'architecture = "VGG16"\ntask = "feature_vector"\n'
                                           'image_sise = 224\n')
@@ -158,6 +164,7 @@ def test_export_all_validates_every_config_before_exporting(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.notf
 def test_catalog_has_both_tasks_of_every_architecture_at_default_size():
     from hubexport.architectures import ARCHITECTURES
 
@@ -173,6 +180,7 @@ def test_catalog_has_both_tasks_of_every_architecture_at_default_size():
     assert seen == {(a, t) for a in ARCHITECTURES for t in ("feature_vector", "classification")}
 
 
+@pytest.mark.notf
 def test_console_script_gives_one_line_and_no_traceback(tmp_path):
     """The installed entry point, in its own process, as a user runs it."""
     result = subprocess.run(
@@ -187,6 +195,7 @@ def test_console_script_gives_one_line_and_no_traceback(tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_lists_the_commands_and_exits_zero(flag):
     result = subprocess.run(
@@ -216,6 +225,7 @@ def _listed_flags(text):
     return set(re.findall(r"^  --(?:\[no\])?(\w+):", text, re.MULTILINE))
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("command", cli.COMMANDS)
 def test_command_help_lists_only_that_commands_flags(command):
     text = cli.help_text([command, "--help"])
@@ -225,6 +235,7 @@ def test_command_help_lists_only_that_commands_flags(command):
     assert _listed_flags(text) == cli._ONLY_FOR[command]
 
 
+@pytest.mark.notf
 def test_help_lists_the_check_names_and_the_architectures():
     import re
 
@@ -250,6 +261,7 @@ def test_check_names_read_from_the_source_are_the_checks():
     assert cli.check_names() == [c.name for c in checker.all_checks()]
 
 
+@pytest.mark.notf
 def test_command_help_is_a_separate_process_that_exits_0_without_tensorflow():
     code, out, tensorflow = _console("check", "-h")
     assert (code, tensorflow) == (0, False)
@@ -258,6 +270,7 @@ def test_command_help_is_a_separate_process_that_exits_0_without_tensorflow():
     assert "hub_frozen, tfsm_layer, serve_endpoint" in " ".join(out.split())
 
 
+@pytest.mark.notf
 def test_version_prints_the_version_without_tensorflow():
     import hubexport
 
@@ -293,6 +306,7 @@ def _documented_commands():
                 yield name, words
 
 
+@pytest.mark.notf
 def test_documented_commands_use_real_commands_and_flags():
     commands = list(_documented_commands())
     assert {words[1] for _, words in commands} == set(cli.COMMANDS)
@@ -303,6 +317,7 @@ def test_documented_commands_use_real_commands_and_flags():
             assert option in cli._ONLY_FOR[words[1]], f"{name}: --{option} not for {words[1]}"
 
 
+@pytest.mark.notf
 def test_config_paths_are_relative_to_the_config(tmp_path):
     config = _write(tmp_path / "tagger.toml",
                     'keras_model = "models/tagger.h5"\ntask = "classification"\n'
@@ -328,12 +343,14 @@ def _no_check_runs(monkeypatch):
     monkeypatch.setattr(catalog, "check_all", check_all)
 
 
+@pytest.mark.notf
 def test_check_without_a_path_is_a_usage_error(capsys, monkeypatch):
     _no_check_runs(monkeypatch)
     assert run("check") == 2
     assert "check needs one or more SavedModel directories and received none" in _one_line_error(capsys)
 
 
+@pytest.mark.notf
 def test_check_of_a_missing_path_or_a_file_is_a_usage_error(tmp_path, capsys, monkeypatch):
     _no_check_runs(monkeypatch)
     archive = tmp_path / "model.tar.gz"
@@ -345,6 +362,7 @@ def test_check_of_a_missing_path_or_a_file_is_a_usage_error(tmp_path, capsys, mo
         assert "--task" not in error
 
 
+@pytest.mark.notf
 @pytest.mark.parametrize("flag", ["json_report", "junit_xml"])
 def test_an_unwritable_report_is_refused_before_any_check(tmp_path, capsys, monkeypatch,
                                                           read_only_dir, flag):
@@ -358,6 +376,7 @@ def test_an_unwritable_report_is_refused_before_any_check(tmp_path, capsys, monk
         assert error.startswith(f"hubexport: error: --{flag}={path} ") and said in error
 
 
+@pytest.mark.notf
 def test_export_all_refuses_an_unwritable_summary_before_any_export(tmp_path, capsys,
                                                                     read_only_dir):
     report = os.path.join(read_only_dir, "summary.json")
@@ -406,6 +425,7 @@ def test_ctrl_c_during_an_export_leaves_nothing_and_exits_130(tmp_path, capsys, 
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.notf
 def test_export_overwrite_refuses_the_users_folder_and_inputs(tmp_path, capsys):
     config = _write(tmp_path / "m.toml", 'architecture = "MobileNetV2"\n'
                                          'task = "feature_vector"\nimage_size = 32\n')
@@ -420,6 +440,7 @@ def test_export_overwrite_refuses_the_users_folder_and_inputs(tmp_path, capsys):
     assert (tmp_path / "src" / "code.py").read_text() == "mine"
 
 
+@pytest.mark.notf
 def test_usage_errors_come_before_tensorflow_is_imported(tmp_path):
     """Refusals are instant: no TensorFlow import (seconds) before them."""
     (tmp_path / "mine.txt").write_text("mine")

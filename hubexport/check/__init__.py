@@ -7,6 +7,7 @@
     hyperparameters  C5: the call's hyperparameters
     consumers        K1, K2: hub.KerasLayer, Keras 3
     serving          K3: TF Serving
+    litert           K3, optional: LiteRT converts serving_default (--require=litert)
     parts            what several groups read from a SavedModel
 
 This module imports no TensorFlow (hubexport.checker and the CLI's help import
@@ -20,7 +21,7 @@ and endpoint names are hubexport.contract's.
 
 import importlib
 
-GROUPS = ("files", "root", "call", "hyperparameters", "consumers", "serving")
+GROUPS = ("files", "root", "call", "hyperparameters", "consumers", "serving", "litert")
 
 # By clause, but training_gradients (R3) runs with the fine-tuning checks, after C5:
 # it builds the gradient that hub_fine_tuning and tfsm_layer reuse (consumers._compile).
@@ -38,7 +39,12 @@ ORDER = (
     "hub_fine_tuning", "hub_frozen",  # K1
     "tfsm_layer", "serve_endpoint", "serve_training_mode",  # K2
     "serving_signature", "serving_output",  # K3
+    "litert_conversion",  # K3, an optional consumer: warnings unless REQUIRABLE asks
 )
+
+# Optional consumers: --require=NAME makes the findings of these checks errors
+# (warnings and "could not run" alike; hubexport.checker.require).
+REQUIRABLE = {"litert": ("litert_conversion",)}
 
 _FROM_CONTEXT = ("Check", "Context", "Skip", "Unavailable", "error", "warning", "info")
 

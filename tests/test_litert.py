@@ -1,0 +1,234 @@
+"""hubexport litert and the litert_conversion check: serving_default as a LiteRT model.
+
+Needs the litert extra (ai_edge_litert), which CI installs; its absence is
+tested by hiding the module. Small models only: the session's MobileNetV2
+feature vector converted at 32x32, a tiny classifier exported from a .keras
+file, and the tiny SavedModels of tests/mutants.py.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+
+from hubexport import check, checker, cli, export
+from hubexport.errors import UserError
+from hubexport.publish import litert
+
+import mutants
+
+ONLY_LITERT = [name for name in check.ORDER if name != "litert_conversion"]
+
+
+def _interpreter_output(path, images):
+    """What a LiteRT user gets from the written file (not from hubexport's helpers)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=path).get_signature_runner("serving_default")
+    return np.concatenate([list(runner(images=image[None]).values())[0] for image in images])
+
+
+def _saved_model_output(directory, images):
+    signature = tf.saved_model.load(directory).signatures["serving_default"]
+    return list(signature(images=tf.constant(images)).values())[0].numpy()
+
+
+@pytest.fixture(scope="session")
+def tiny_good(tmp_path_factory):
+    """mutants.good: free size, no provenance (converts only with an image size)."""
+    path = str(tmp_path_factory.mktemp("litert") / "good")
+    mutants.good(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def string_op_model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("litert") / "strings")
+    mutants.string_op_serving(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory):
+    """A 10-class classification export of a small .keras CNN at 32x32 (glorot weights:
+    random-init MobileNetV2 logits are ~1e-13, too small for int8 to resolve)."""
+    import keras
+
+    directory = tmp_path_factory.mktemp("litert_classifier")
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+        keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10, activation="softmax"),  # The export removes it: logits.
+    ])
+    model.save(directory / "tiny.keras")
+    path = str(directory / "tiny_classifier")
+    export.export(export.plan(keras_model=str(directory / "tiny.keras"),
+                              task="classification", preprocessing="unit"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """Twelve PNG files of different sizes (smooth gradients plus noise)."""
+    directory = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(2)
+    for i in range(12):
+        height, width = 30 + 3 * i, 40
+        ramp = np.linspace(0, 255, width)[None, :, None] * rng.uniform(0, 1, (1, 1, 3))
+        noise = rng.uniform(0, 60, (height, width, 3))
+        pixels = np.clip(ramp + noise, 0, 255).astype(np.uint8)
+        tf.io.write_file(str(directory / f"{i:02d}.png"), tf.io.encode_png(pixels))
+    return str(directory)
+
+
+def test_feature_vector_converts_and_equals_the_saved_model(mobilenet_fv, tmp_path):
+    output = str(tmp_path / "mobilenet_v2.tflite")
+    result = litert.convert(mobilenet_fv, output, image_size=32)
+    images = litert.random_images(3, (32, 32))
+    actual, expected = _interpreter_output(output, images), _saved_model_output(mobilenet_fv, images)
+    assert actual.shape == expected.shape == (3, 1280)
+    assert export.relative_difference(actual, expected) <= 1e-4
+    assert result.comparison.relative_difference <= 1e-4
+    assert "quantize=none" in result.summary and "(tolerance 0.0001)" in result.summary
+    card = json.loads((tmp_path / "mobilenet_v2.json").read_text())
+    assert card["format"] == "hubexport-litert/1" and card["input"]["shape"] == [None, 32, 32, 3]
+    assert card["source_architecture"] == "MobileNetV2" and card["quantize"] == "none"
+    assert sorted(os.listdir(tmp_path)) == ["mobilenet_v2.json", "mobilenet_v2.tflite"]
+
+
+def test_int8_classification_reports_agreement(tiny_classifier, photos, tmp_path):
+    output = str(tmp_path / "cls.tflite")
+    result = litert.convert(tiny_classifier, output, quantize="int8",
+                            representative_images=photos)
+    comparison = result.comparison
+    assert comparison.images == 12 and comparison.image_source == photos
+    assert comparison.top5 == 1.0 and comparison.top1 >= 0.5, result.summary
+    assert 0 < comparison.relative_difference < 0.5, result.summary
+    assert "top-1 agreement" in result.summary and "top-5 agreement 100%" in result.summary
+    card = json.loads((tmp_path / "cls.json").read_text())
+    assert card["quantize"] == "int8" and card["comparison"]["top5"] == 1.0
+    assert os.path.getsize(output) < os.path.getsize(
+        litert.convert(tiny_classifier, str(tmp_path / "float.tflite")).path)
+
+
+def test_int8_needs_representative_images(tiny_classifier, tmp_path):
+    with pytest.raises(UserError, match="--quantize=int8 calibrates on images"):
+        litert.convert(tiny_classifier, str(tmp_path / "x.tflite"), quantize="int8")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError, match="notes.txt is not an image TensorFlow decodes"):
+        litert.convert(tiny_classifier, str(tmp_path / "x.tflite"), quantize="int8",
+                       representative_images=str(tmp_path))
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_default_output_is_beside_the_model_and_overwrite_replaces_only_ours(tiny_good):
+    output, card = tiny_good + ".tflite", tiny_good + ".json"
+    assert litert.convert(tiny_good, image_size=32).path == output
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        litert.convert(tiny_good, image_size=32)
+    litert.convert(tiny_good, image_size=40, overwrite=True)
+    assert json.loads(open(card).read())["input"]["shape"] == [None, 40, 40, 3]
+    with open(output, "ab") as f:  # No longer the file its card describes.
+        f.write(b"changed")
+    with pytest.raises(UserError, match="hubexport litert did not write it"):
+        litert.convert(tiny_good, image_size=32, overwrite=True)
+    assert open(output, "rb").read().endswith(b"changed")
+    os.remove(card)
+    with pytest.raises(UserError, match="its card good.json is missing"):
+        litert.convert(tiny_good, image_size=32, overwrite=True)
+    os.remove(output)
+
+
+def test_a_free_size_model_without_provenance_needs_an_image_size(tiny_good, tmp_path):
+    with pytest.raises(UserError, match=r"pass --image_size=N"):
+        litert.convert(tiny_good, str(tmp_path / "x.tflite"))
+
+
+def test_non_builtin_ops_are_refused_naming_them(string_op_model, tmp_path, capfd):
+    with pytest.raises(litert.NotBuiltin) as refused:
+        litert.convert(string_op_model, str(tmp_path / "x.tflite"), image_size=32)
+    assert refused.value.ops == ["AsString", "StringLength"]
+    assert "\n" not in str(refused.value)
+    assert "error:" not in capfd.readouterr().err  # The converter's diagnostics are held back.
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_conversion_that_differs_is_not_written(tiny_good, tmp_path, monkeypatch):
+    real = litert.run_interpreter
+    monkeypatch.setattr(litert, "run_interpreter",
+                        lambda *args: real(*args) * (1 + 1e-3))
+    with pytest.raises(UserError, match="failed verification, nothing was written"):
+        litert.convert(tiny_good, str(tmp_path / "x.tflite"), image_size=32)
+    assert os.listdir(tmp_path) == []
+
+
+def _hide_litert(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+
+
+def test_without_the_extra_conversion_is_one_line_naming_it(tiny_good, tmp_path, monkeypatch):
+    _hide_litert(monkeypatch)
+    with pytest.raises(UserError, match=r'pip install -e "\.\[litert\]"'):
+        litert.convert(tiny_good, str(tmp_path / "x.tflite"), image_size=32)
+
+
+def _litert_finding(path, **kwargs):
+    report = checker.check(path, skip=ONLY_LITERT, **kwargs)
+    (finding,) = [f for f in report.findings if f.check == "litert_conversion"]
+    return report, finding
+
+
+def test_the_check_passes_a_good_model(tiny_good):
+    report, finding = _litert_finding(tiny_good)
+    assert finding.level == "info" and finding.clause == "K3"
+    assert "converts to LiteRT builtins" in finding.message and "at 224x224" in finding.message
+
+
+def test_the_check_warns_unless_required(string_op_model):
+    report, finding = _litert_finding(string_op_model)
+    assert finding.level == "warning" and "AsString, StringLength" in finding.message
+    assert not report.fails() and report.fails(strict=True)
+    report, finding = _litert_finding(string_op_model, require=("litert",))
+    assert finding.level == "error" and report.fails()
+
+
+def test_the_check_is_unavailable_without_the_extra(tiny_good, monkeypatch):
+    _hide_litert(monkeypatch)
+    _, finding = _litert_finding(tiny_good)
+    assert finding.level == "unavailable" and '.[litert]' in finding.message
+    _, finding = _litert_finding(tiny_good, require=("litert",))
+    assert finding.level == "error"
+
+
+def test_require_takes_only_optional_consumers():
+    with pytest.raises(UserError, match=r"--require names 'tfhub'; allowed: litert"):
+        checker.validate("auto", require=("tfhub",))
+
+
+def _cli(*args):
+    with flagsaver.flagsaver():
+        return cli.main(flags.FLAGS(["hubexport", *args]))
+
+
+def test_cli_converts_and_prints_one_summary_line(tiny_good, tmp_path, capsys):
+    output = tmp_path / "good.tflite"
+    assert _cli("litert", tiny_good, "--image_size=32", f"--output={output}",
+                "--quantize=dynamic") == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"{output}: LiteRT serving_default at 32x32") and "dynamic" in last
+    assert _cli("litert", tiny_good, "--require=litert") == 2
+    assert "--require is not a flag of litert" in capsys.readouterr().err
+
+
+def test_cli_help_says_only_serving_default_converts():
+    text = cli.help_text(["litert"])
+    assert "serving_default only" in text and "need Flex" in text
+    assert "--quantize" in text and "--representative_images" in text

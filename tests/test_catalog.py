@@ -8,10 +8,10 @@ HUBEXPORT_JOBS worker processes (default 2), memory-aware
 (hubexport.batch.scheduler), every export checked. The fine-tuning checks
 (fine_tuning_checks(): the checks registered with fine_tuning=True; they
 differentiate the model and fine-tune it through hub.KerasLayer and TFSMLayer,
-most of a check's time) run on the
-classification export of one architecture per Keras module (FINE_TUNED: the
-members of a module are one constructor at other depths and widths); every
-other export, all 142, gets every other check. Then one test per config
+most of a check's time) and the optional consumers' (litert_conversion) run on
+the classification export of one architecture per Keras module (FINE_TUNED:
+the members of a module are one constructor at other depths and widths);
+every other export, all 142, gets every other check. Then one test per config
 reads that model's row of the summary. HUBEXPORT_SHARD=I/N runs shard I of
 N; HUBEXPORT_REPORTS=DIR keeps the summary (catalog.json) and the progress
 log there.
@@ -48,12 +48,21 @@ def fine_tuning_checks():
 FINE_TUNED = first_of_each_module()
 
 
+@functools.cache
+def optional_consumer_checks():
+    """The checks of the optional consumers (hubexport.check.REQUIRABLE: litert_conversion
+    converts the model, about 5 s at 32x32), run where the fine-tuning checks run."""
+    from hubexport import check
+
+    return tuple(name for names in check.REQUIRABLE.values() for name in names)
+
+
 def skipped(plan):
     """The checks not run on `plan`'s export (an own model's config: none)."""
     if plan.architecture is None or (
             plan.task == "classification" and plan.architecture.name in FINE_TUNED):
         return ()
-    return fine_tuning_checks()
+    return fine_tuning_checks() + optional_consumer_checks()
 
 
 @pytest.fixture(scope="module")

@@ -133,20 +133,36 @@ def test_uint8_images_of_any_size_are_resized(tagger_export):
                                rtol=1e-4, atol=1e-5)
 
 
-def test_softmax_classifier_exports_logits(keras, tmp_path):
+@pytest.mark.parametrize("last", ["softmax", "none"])
+def test_softmax_classifier_exports_logits(keras, tmp_path, last):
+    """A last Softmax is removed (and applied again to compare with the file); a
+    model that already gives logits is exported as it is."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(4)
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Softmax()(keras.layers.Dense(3, name="scores")(x))
-    path = str(tmp_path / "softmax.keras")
-    keras.Model(inputs, outputs).save(path)
+    outputs = keras.layers.Dense(3, name="scores")(x)
+    if last == "softmax":
+        outputs = keras.layers.Softmax()(outputs)
+    model = keras.Model(inputs, outputs)
+    path = str(tmp_path / f"{last}.keras")
+    model.save(path)
     plan = export.plan(keras_model=path, task="classification", preprocessing="unit")
     result = export.export(plan, str(tmp_path / "model"))
-    assert result.max_relative_difference < 1e-4  # Includes softmax(export) vs. the file.
+    assert result.max_relative_difference < 1e-4  # Includes the export vs. the file.
     info = export.read_provenance(result.path)
     assert (info["output"]["activation"], info["multi_label"]) == ("softmax", False)
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    logits = tf.saved_model.load(result.path)(images).numpy()
+    expected = np.asarray(model(images))
+    if last == "softmax":
+        logits = tf.nn.softmax(logits).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-6)
+    if last == "none":
+        return
 
     with pytest.raises(UserError, match="--multi_label contradicts .* softmax"):
         export.build_model(export.plan(keras_model=path, task="classification",

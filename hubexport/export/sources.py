@@ -24,6 +24,10 @@ class Built:
     # What the model computes as saved (own classifiers: with the activation
     # the export removed), on preprocessed input; None when not comparable.
     as_saved: object = None
+    # The activation the export took off an own classifier's last layer, which
+    # the verification applies again before comparing with as_saved (None: the
+    # model as saved already gives logits).
+    removed_activation: str | None = None
 
 
 def build_model(plan, log=lambda message: None):
@@ -130,7 +134,7 @@ def _build_own_model(plan, log):
         # removes): traced before anything is changed, for the verification.
         as_saved = tf.function(lambda x: model(x, training=False), autograph=False
                                ).get_concrete_function(tf.TensorSpec([None, *input_hw, 3], tf.float32))
-    activation = None
+    activation = removed = None
     if plan.task == "classification":
         if len(model.output_shape) != 2:
             raise UserError(
@@ -157,10 +161,12 @@ def _build_own_model(plan, log):
             "a feature vector must be [batch, features] (or a map, pooled); pass "
             "--feature_layer=NAME to export another layer"
         )
-    return _built(plan, model, input_hw, activation, log, size=size, as_saved=as_saved)
+    return _built(plan, model, input_hw, activation, log, size=size, as_saved=as_saved,
+                  removed_activation=removed if plan.task == "classification" else None)
 
 
-def _built(plan, model, input_hw, activation, log, size=None, as_saved=None):
+def _built(plan, model, input_hw, activation, log, size=None, as_saved=None,
+           removed_activation=None):
     from hubexport import reusable
 
     momenta = {float(layer.momentum) for layer in reusable.batch_norm_layers(model)}
@@ -174,6 +180,7 @@ def _built(plan, model, input_hw, activation, log, size=None, as_saved=None):
         activation=activation,
         batch_norm_momentum=momenta.pop() if len(momenta) == 1 else None,
         as_saved=as_saved,
+        removed_activation=removed_activation,
     )
 
 

@@ -107,13 +107,14 @@ def _reference_comparisons(loaded, rows, images, call_output, expected, key):
 
 
 def _as_saved_comparison(plan, built, reference_input, call_output):
-    """(__call__'s output, activated as saved, and the own model's output as saved)."""
+    """(__call__'s output with the activation the export removed applied again, and
+    the own model's output as saved)."""
     from hubexport import serving
 
     as_saved = built.as_saved(reference_input).numpy()
     activated = call_output
-    if built.activation and plan.keras_model:
-        activated = serving.ACTIVATIONS[built.activation](call_output)
+    if built.removed_activation:
+        activated = serving.ACTIVATIONS[built.removed_activation](call_output)
     return activated, as_saved
 
 

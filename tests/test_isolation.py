@@ -25,6 +25,7 @@ from absl.testing import flagsaver
 # import, and a capsys stream of one test is closed in the next.
 from hubexport import catalog, checker, cli  # noqa: F401
 from hubexport.batch import limits as limits_lib
+from hubexport.batch import memory
 
 import mutants
 
@@ -91,6 +92,24 @@ def test_good_model_gets_the_same_findings_isolated_as_in_process(model_dir):
     assert (report.task, report.task_source) == (in_process.task, in_process.task_source)
     assert report.verdict() == "CONFORMS"
     assert [r.check for r in shown] == CHECKS  # Each as it ended, in order.
+
+
+def test_the_next_check_reuses_a_small_worker_and_not_one_past_half_its_limit(model_dir):
+    """A worker that answered is kept for the next model (no TensorFlow start-up),
+    unless its resident memory is half the next check's limit or more."""
+    path = model_dir("good", mutants.good)
+    only_files = tuple(name for name in CHECKS if name != "saved_model_files")  # Quick.
+    limits_lib._Spare.close_kept()
+    assert limits_lib.check(path, skip=only_files).verdict() == "CONFORMS"
+    first = limits_lib._Spare.kept.process
+    assert limits_lib.check(path, skip=only_files).verdict() == "CONFORMS"
+    assert limits_lib._Spare.kept.process is first and first.poll() is None
+    resident = memory.resident(first.pid)
+    tight = limits_lib.Limits(600, 1.5 * resident)  # Under 2x what it holds: a fresh one.
+    assert limits_lib.check(path, skip=only_files, limits=tight).verdict() == "CONFORMS"
+    assert limits_lib._Spare.kept.process is not first and first.poll() is not None
+    limits_lib._Spare.close_kept()
+    assert limits_lib._Spare.kept is None
 
 
 def test_a_call_that_never_ends_is_stopped_at_the_time_limit(model_dir, tmp_path, capsys):

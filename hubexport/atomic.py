@@ -4,29 +4,50 @@
         f.write(...)
     atomic.write_json(path, data)
 
-What is written goes to PATH.partial beside `path` and is moved onto it
-(os.replace, atomic on one file system) once complete: a reader, or a run
-that was killed, sees the old file or the whole new one, never part of one.
-After an exception the partial file is removed and `path` is as it was.
+What is written goes to a new file beside `path` (.NAME.partial-XXXX, the
+umask's mode) and is moved onto it (os.replace, atomic on one file system)
+once complete: a reader, or a run that was killed, sees the old file or the
+whole new one, never part of one. After an exception the partial file is
+removed and `path` is as it was.
 """
 
 import contextlib
 import json
 import os
+import tempfile
 
 
 @contextlib.contextmanager
-def replacing(path, mode="w"):
-    """A file opened with `mode` whose contents replace `path` when the block ends."""
-    partial = f"{path}.partial"
+def replacing(path, mode="w", *, durable=False, before_replace=None):
+    """A file opened with `mode` whose contents replace `path` when the block ends.
+
+    durable: fsync the file before it is moved (an archive someone uploads).
+    before_replace(): called once the file is complete, just before the move;
+      what it raises (e.g. the output changed meanwhile) cancels the write.
+    """
+    fd, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.partial-",
+                                   dir=os.path.dirname(os.path.abspath(path)))
     try:
-        with open(partial, mode) as f:
+        with os.fdopen(fd, mode) as f:
             yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        _chmod_like_open(partial)
+        if before_replace is not None:
+            before_replace()
         os.replace(partial, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(partial)
         raise
+
+
+def _chmod_like_open(path):
+    """mkstemp makes 0600 files; what replaces `path` gets the umask's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_json(path, data, indent=1):

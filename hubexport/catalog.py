@@ -216,14 +216,16 @@ def _is_saved_model(path):
 
 def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_checks=(),
               jobs=1, shard=None, memory_budget=None, json_report=None, junit_xml=None,
-              log=print, out=sys.stdout, limits=None):
+              log=print, out=sys.stdout, limits=None, require=()):
     """`hubexport check` over many models; returns the exit code.
 
     With jobs=1 the models are checked one after another (checker.run);
     with more, in worker processes, and a summary table ends the output;
     either way each model within `limits` (default: limits.default_limits()).
+    require: optional consumers whose checks must pass (checker.apply_require),
+    applied here to each finished report, so the workers never see it.
     """
-    checker.validate(task, json_report, junit_xml, skip_checks)
+    checker.validate(task, json_report, junit_xml, skip_checks, require=require)
     models = saved_models(paths)
     sizes = {path: state.bytes_on_disk(path) for path in models}
     models = select_shard(models, shard, sizes.get)
@@ -232,10 +234,12 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_
         return 0
     if jobs == 1:
         return checker.run(models, task, json_report, junit_xml, strict, allow_unsafe_ops,
-                           out=out, skip=tuple(skip_checks), limits=limits, log=log)
+                           out=out, skip=tuple(skip_checks), limits=limits, log=log,
+                           require=tuple(require))
     request = {"task": task, "strict": strict, "allow_unsafe_ops": allow_unsafe_ops,
                "skip_checks": list(skip_checks)}
-    rows = _checked_in_workers(models, sizes, request, jobs, log, out, memory_budget, limits)
+    rows = _checked_in_workers(models, sizes, request, jobs, log, out, memory_budget, limits,
+                               tuple(require))
     log(summary(rows))
     model_reports = [reports.from_json(r.report) if r.report
                      else reports.failed(r.name, "worker", r.error, r.seconds) for r in rows]
@@ -246,15 +250,20 @@ def check_all(paths, *, task="auto", strict=False, allow_unsafe_ops=False, skip_
     return 1 if any(r.failed for r in rows) else 0
 
 
-def _checked_in_workers(models, sizes, request, jobs, log, out, memory_budget, limits):
+def _checked_in_workers(models, sizes, request, jobs, log, out, memory_budget, limits,
+                        require=()):
     """The Rows of checking `models` in `jobs` worker processes (request: the
-    worker's check job without its path); each text report goes to `out` as it ends."""
+    worker's check job without its path); each text report goes to `out` as it ends,
+    with `require` applied to it (_required)."""
     to_run = []
     for path in models:
         memory, seconds = estimate_check(path, sizes[path])
         to_run.append(scheduler.Job(path, {**request, "check": path}, memory, seconds / 2))
 
     def show(outcome):
+        if require and "report" in outcome.answer:
+            outcome.answer.update(_required(outcome.answer["report"], require,
+                                            request["strict"]))
         if "text" in outcome.answer:
             out.write(outcome.answer["text"])
             out.flush()
@@ -263,3 +272,13 @@ def _checked_in_workers(models, sizes, request, jobs, log, out, memory_budget, l
                              limits=limits or limits_lib.default_limits())
     return [state.finished(Row(o.job.name, "checked", size=sizes[o.job.name]), o)
             for o in outcomes]
+
+
+def _required(model_json, require, strict):
+    """A worker's "report" and "text" with checker.apply_require applied, as
+    checker.run applies it to its child's report. Updated in the answer itself
+    (on_outcome runs before the progress line and the Row read it), so the
+    progress line, the text, the table, the JSON and the exit code all agree."""
+    report = checker.apply_require(reports.from_json(model_json), require)
+    return {"report": reports.to_json([report], strict)["models"][0],
+            "text": reports.text([report], strict)}

@@ -81,8 +81,9 @@ def required_checks(require):
 def apply_require(report, require):
     """`report` with the warnings and "could not run" of the required checks as errors.
 
-    Done after the checks ran (here and in run(), on the report a worker sent),
-    so an optional consumer's check need not know whether it was asked for.
+    Done after the checks ran (here, and on the report a worker sent: in run()
+    and in catalog.check_all with --jobs), so an optional consumer's check need
+    not know whether it was asked for, nor the worker protocol carry it.
     """
     names = required_checks(require)
     if not names:

@@ -43,7 +43,7 @@ ORDER = (
 )
 
 # Optional consumers: --require=NAME makes the findings of these checks errors
-# (warnings and "could not run" alike; hubexport.checker.require).
+# (warnings and "could not run" alike; hubexport.checker.apply_require).
 REQUIRABLE = {"litert": ("litert_conversion",)}
 
 _FROM_CONTEXT = ("Check", "Context", "Skip", "Unavailable", "error", "warning", "info")

@@ -51,15 +51,14 @@ written.
 This module does not import TensorFlow.
 """
 
-import contextlib
 import gzip
 import os
 import re
 import stat
 import tarfile
-import tempfile
 import zlib
 
+from hubexport import atomic
 from hubexport.errors import UserError
 
 SUFFIX = ".tar.gz"
@@ -100,21 +99,10 @@ def package(directory, output=None, overwrite=False, overwrite_any_saved_model=F
     _check_output(output, directory, overwrite, overwrite_any_saved_model)
     entries = archive_entries(directory)
 
-    parent = os.path.dirname(output)
-    fd, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(output)}.partial-", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_archive(f, directory, entries)
-            f.flush()
-            os.fsync(f.fileno())
-        _chmod_like_open(temporary)
-        _check_replaceable(output, overwrite, overwrite_any_saved_model)  # It may have changed.
-        os.replace(temporary, output)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
+    # The output is checked again just before the move: it may have changed.
+    with atomic.replacing(output, "wb", durable=True, before_replace=lambda: _check_replaceable(
+            output, overwrite, overwrite_any_saved_model)) as f:
+        write_archive(f, directory, entries)
     return output
 
 
@@ -293,13 +281,6 @@ def _listing(paths):
     shown = ", ".join(paths[:_LISTED])
     more = len(paths) - _LISTED
     return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _chmod_like_open(path):
-    """mkstemp makes 0600 files; an archive should get the umask's mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 # The rules above, for publish/kaggle.py (the same files go into a Kaggle upload).

@@ -3,6 +3,7 @@
     with atomic.replacing(path) as f:   # `path` changes only when the block ends
         f.write(...)
     atomic.write_json(path, data)
+    atomic.replace_directory(staging, output)   # a directory written beside it
 
 What is written goes to a new file beside `path` (.NAME.partial-XXXX, the
 umask's mode) and is moved onto it (os.replace, atomic on one file system)
@@ -14,6 +15,7 @@ removed and `path` is as it was.
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -55,3 +57,33 @@ def write_json(path, data, indent=1):
     with replacing(path) as f:
         json.dump(data, f, indent=indent)
         f.write("\n")
+
+
+def replace_directory(staging, output):
+    """Moves the directory `staging` to `output`; an existing output survives any failure.
+
+    An existing output is moved aside (one rename), `staging` moved in
+    (another), and only then the old one deleted; if the second rename fails,
+    the first is undone and the empty retired directory removed. (Deleting
+    first would lose the old one to a failed rename.) Killed between the two
+    renames, the old one is left at .NAME.old-XXXX/model beside `output`
+    (hubexport.export.write.clean_up_after_kill moves it back).
+    """
+    if not os.path.lexists(output):
+        os.rename(staging, output)
+        return
+    retired = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-",
+                               dir=os.path.dirname(output))
+    old = os.path.join(retired, "model")
+    try:
+        os.rename(output, old)
+        try:
+            os.rename(staging, output)
+        except BaseException:
+            os.rename(old, output)
+            raise
+    except BaseException:
+        with contextlib.suppress(OSError):  # Not empty: the old one could not go back.
+            os.rmdir(retired)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

@@ -8,6 +8,7 @@ file, and the tiny SavedModels of tests/mutants.py.
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -18,7 +19,8 @@ from absl.testing import flagsaver
 
 from hubexport import check, checker, cli, export
 from hubexport.errors import UserError
-from hubexport.publish import litert
+from hubexport.errors import is_interrupt
+from hubexport.publish import litert, litert_compare, litert_files
 
 import mutants
 
@@ -38,19 +40,21 @@ def _saved_model_output(directory, images):
     return list(signature(images=tf.constant(images)).values())[0].numpy()
 
 
+def _saved(tmp_path_factory, build, name):
+    path = str(tmp_path_factory.mktemp("litert") / name)
+    build(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_good(tmp_path_factory):
     """mutants.good: free size, no provenance (converts only with an image size)."""
-    path = str(tmp_path_factory.mktemp("litert") / "good")
-    mutants.good(path)
-    return path
+    return _saved(tmp_path_factory, mutants.good, "good")
 
 
 @pytest.fixture(scope="session")
 def string_op_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("litert") / "strings")
-    mutants.string_op_serving(path)
-    return path
+    return _saved(tmp_path_factory, mutants.string_op_serving, "strings")
 
 
 @pytest.fixture(scope="session")
@@ -163,11 +167,120 @@ def test_non_builtin_ops_are_refused_naming_them(string_op_model, tmp_path, capf
 
 def test_a_conversion_that_differs_is_not_written(tiny_good, tmp_path, monkeypatch):
     real = litert.run_interpreter
-    monkeypatch.setattr(litert, "run_interpreter",
+    monkeypatch.setattr(litert_compare, "run_interpreter",
                         lambda *args: real(*args) * (1 + 1e-3))
     with pytest.raises(UserError, match="failed verification, nothing was written"):
         litert.convert(tiny_good, str(tmp_path / "x.tflite"), image_size=32)
     assert os.listdir(tmp_path) == []
+
+
+def _fail_moving_the_card(monkeypatch, card):
+    """os.replace fails for the card alone, after the .tflite has moved into place."""
+    real = os.replace
+
+    def replace(source, target):
+        if os.fspath(target) == card:
+            raise OSError("no space left on device")
+        return real(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_card_that_cannot_be_written_leaves_neither_file(tiny_good, tmp_path, monkeypatch):
+    output, card = str(tmp_path / "x.tflite"), str(tmp_path / "x.json")
+    with monkeypatch.context() as patch:
+        _fail_moving_the_card(patch, card)
+        with pytest.raises(OSError, match="no space left"):
+            litert.convert(tiny_good, output, image_size=32)
+    assert os.listdir(tmp_path) == []
+    litert.convert(tiny_good, output, image_size=32)  # Nothing stale is in the way.
+    with monkeypatch.context() as patch:
+        _fail_moving_the_card(patch, card)
+        with pytest.raises(OSError, match="no space left"):
+            litert.convert(tiny_good, output, image_size=40, overwrite=True)
+    assert os.listdir(tmp_path) == []  # Not the new file beside the old card.
+
+
+def test_a_file_changed_during_the_conversion_is_not_replaced(tiny_good, tmp_path, monkeypatch):
+    output = tmp_path / "x.tflite"
+    real = litert_files.check_replaceable
+
+    def user_writes_meanwhile(*args):
+        output.write_bytes(b"the user's own")
+        return real(*args)
+
+    monkeypatch.setattr(litert_files, "check_replaceable", user_writes_meanwhile)
+    with pytest.raises(UserError, match="hubexport litert did not write it"):
+        litert.convert(tiny_good, str(output), image_size=32)
+    assert os.listdir(tmp_path) == ["x.tflite"] and output.read_bytes() == b"the user's own"
+
+
+def test_outputs_that_are_not_replaceable_are_refused_untouched(tiny_good, tmp_path):
+    mine = tmp_path / "mine.tflite"
+    mine.write_bytes(b"a model of my own")
+    with pytest.raises(UserError, match="did not write it"):
+        litert.convert(tiny_good, str(mine), image_size=32, overwrite=True)
+    link = tmp_path / "link.tflite"
+    link.symlink_to(mine)
+    with pytest.raises(UserError, match="link.tflite exists and hubexport litert did not write"):
+        litert.convert(tiny_good, str(link), image_size=32, overwrite=True)
+    (tmp_path / "folder.tflite").mkdir()
+    with pytest.raises(UserError, match="folder.tflite is a directory; choose another"):
+        litert.convert(tiny_good, str(tmp_path / "folder.tflite"), image_size=32,
+                       overwrite=True)
+    (tmp_path / "theirs.json").write_text('{"a": "card of something else"}')
+    with pytest.raises(UserError, match="theirs.json exists and is not a card"):
+        litert.convert(tiny_good, str(tmp_path / "theirs.tflite"), image_size=32)
+    assert mine.read_bytes() == b"a model of my own"
+    assert sorted(os.listdir(tmp_path)) == ["folder.tflite", "link.tflite", "mine.tflite",
+                                            "theirs.json"]
+
+
+def test_an_output_inside_or_equal_to_the_saved_model_is_refused(tiny_good, tmp_path):
+    before = sorted(os.listdir(tiny_good))
+    inside = os.path.join(tiny_good, "variables", "m.tflite")
+    link = tmp_path / "pb.tflite"  # A link to the export's own file.
+    link.symlink_to(os.path.join(tiny_good, "saved_model.pb"))
+    (tmp_path / "into").symlink_to(tiny_good, target_is_directory=True)
+    for output in inside, str(link), str(tmp_path / "into" / "m.tflite"):
+        with pytest.raises(UserError, match="is inside the SavedModel; write it beside it"):
+            litert.convert(tiny_good, output, image_size=32, overwrite=True)
+    named = str(tmp_path / "named.tflite")  # A SavedModel directory called *.tflite.
+    shutil.copytree(tiny_good, named)
+    with pytest.raises(UserError, match="is inside the SavedModel"):
+        litert.convert(named, named, image_size=32, overwrite=True)
+    assert sorted(os.listdir(tiny_good)) == before == sorted(os.listdir(named))
+
+
+def test_the_saved_model_runs_in_batches(monkeypatch):
+    sizes = []
+
+    def signature(images):
+        sizes.append(int(images.shape[0]))
+        return {"feature_vector": images[:, 0, 0, :] * 2.0}
+
+    images = litert.random_images(7, (4, 4))
+    actual = litert.saved_model_outputs(signature, images, batch=3)
+    assert sizes == [3, 3, 1]
+    np.testing.assert_array_equal(actual, images[:, 0, 0, :] * 2.0)
+
+
+class _Interrupted:
+    """Representative images stopped by Ctrl-C, as it comes back through pybind11
+    from a Python callback of TensorFlow's C++ (the converter keeps no __cause__)."""
+
+    def __iter__(self):
+        raise RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized "
+                           "active exception types: ORIGINAL KeyboardInterrupt REPLACED BY "
+                           "KeyboardInterrupt")
+
+
+def test_an_interrupt_during_conversion_is_not_a_conversion_error(tiny_good):
+    model = tf.saved_model.load(tiny_good)
+    with pytest.raises(BaseException) as stopped:
+        litert.convert_signature(model, model.signatures["serving_default"], (32, 32), "int8",
+                                 _Interrupted())
+    assert is_interrupt(stopped.value) and not isinstance(stopped.value, UserError)
 
 
 def _hide_litert(monkeypatch):

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 
+from hubexport import atomic
 from hubexport import labels as labels_lib
 from hubexport.export.destination import check_output
 
@@ -103,30 +104,11 @@ def _install(staging, output, overwrite=False, overwrite_any_saved_model=False, 
     """Moves `staging` to `output`; an existing output survives any failure.
 
     The output is checked again first (check_output): it may have appeared or
-    changed during the export. An existing one is moved aside (one rename),
-    the export moved in (another), and only then the old one deleted; if the
-    second rename fails, the first is undone, and the empty retired directory
-    removed. (Deleting first would lose the old export to a failed rename.)
+    changed during the export. Then atomic.replace_directory: the old export
+    is deleted only once the new one is in place.
     """
     check_output(output, overwrite, overwrite_any_saved_model, inputs)
-    if not os.path.lexists(output):
-        os.rename(staging, output)
-        return
-    parent = os.path.dirname(output)
-    retired = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=parent)
-    old = os.path.join(retired, "model")
-    try:
-        os.rename(output, old)
-        try:
-            os.rename(staging, output)
-        except BaseException:
-            os.rename(old, output)
-            raise
-    except BaseException:
-        with contextlib.suppress(OSError):  # Not empty: the old export could not go back.
-            os.rmdir(retired)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
+    atomic.replace_directory(staging, output)
 
 
 def clean_up_after_kill(output):

@@ -75,7 +75,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 
 from hubexport import atomic, names
 from hubexport.errors import UserError
@@ -533,29 +532,8 @@ def _foreign_entries(output):
 
 
 def _install(staging, output, directory, overwrite):
-    """Moves `staging` to `output`; an existing output survives any failure.
-
-    The pattern of hubexport.export.write._install (whose check is a
-    SavedModel's): the output is checked again, an existing one moved aside,
-    the new one moved in, and only then the old one deleted; a failed second
-    rename is undone.
-    """
-    _check_output(output, directory, overwrite)  # It may have appeared or changed.
-    if not os.path.lexists(output):
-        os.rename(staging, output)
-        return
-    parent = os.path.dirname(output)
-    retired = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=parent)
-    old = os.path.join(retired, "model")
-    try:
-        os.rename(output, old)
-        try:
-            os.rename(staging, output)
-        except BaseException:
-            os.rename(old, output)
-            raise
-    except BaseException:
-        with contextlib.suppress(OSError):  # Not empty: the old one could not go back.
-            os.rmdir(retired)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
+    """Moves `staging` to `output` once the output is checked again (it may have
+    appeared or changed); the old upload is deleted only once the new one is in
+    place (atomic.replace_directory)."""
+    _check_output(output, directory, overwrite)
+    atomic.replace_directory(staging, output)

@@ -39,6 +39,7 @@ def _litert(model):
     return check
 
 
+@pytest.mark.slow
 def test_require_litert_fails_the_model_that_needs_flex_ops_with_many_jobs(
         models, tmp_path, capsys):
     report = tmp_path / "required.json"

@@ -27,10 +27,10 @@ def _relative(actual, expected):
 # "tf" family is MobileNetV2, in test_feature_vector_has_free_size_...
 FAMILIES = [
     ("VGG16", "caffe", "feature_vector", 32),
-    ("DenseNet121", "torch", "feature_vector", 32),
-    ("EfficientNetB0", "raw255", "feature_vector", 32),
+    pytest.param("DenseNet121", "torch", "feature_vector", 32, marks=pytest.mark.slow),
+    pytest.param("EfficientNetB0", "raw255", "feature_vector", 32, marks=pytest.mark.slow),
     ("VGG16", "caffe", "classification", 32),
-    ("MobileNetV3Small", "raw255", "classification", 32),
+    pytest.param("MobileNetV3Small", "raw255", "classification", 32, marks=pytest.mark.slow),
 ]
 
 
@@ -229,6 +229,7 @@ def test_load_provenance_is_the_file_typed(mobilenet_fv, tmp_path):
     assert export.load_provenance(str(tmp_path)).task is None
 
 
+@pytest.mark.slow
 def test_weights_file_from_the_topless_model(keras, tmp_path):
     weights = save_random_weights(keras, str(tmp_path), "MobileNetV2", include_top=False,
                                   input_shape=(32, 32, 3))
@@ -308,6 +309,7 @@ def _tree(directory):
             for root, _, names in os.walk(directory) for name in names}
 
 
+@pytest.mark.slow
 def test_existing_output_needs_overwrite_and_survives_a_failure(tmp_path, monkeypatch):
     output = tmp_path / "model"
     old = _old_export(output)

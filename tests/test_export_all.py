@@ -35,6 +35,7 @@ def _mtimes(directory):
             for name in os.listdir(directory) if not name.startswith(".")}
 
 
+@pytest.mark.slow
 def test_shards_export_and_check_the_catalog_and_a_rerun_redoes_nothing(tmp_path, capsys):
     configs = _configs(tmp_path / "configs")
     out = tmp_path / "models"
@@ -85,6 +86,7 @@ def _wait_for(condition, timeout=180):
     return False
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_leaves_nothing_partial_and_resumes(tmp_path, capsys):
     configs = _configs(tmp_path / "configs")
     out = tmp_path / "models"

@@ -242,6 +242,7 @@ def _weights_ranking(keras, path, first):
     return path
 
 
+@pytest.mark.slow
 def test_an_export_with_imagenet_labels_names_top_k_and_says_where_they_come_from(
         cached_index, keras, tmp_path, monkeypatch, capsys):
     """The one export: through the CLI, with a weights file standing in for

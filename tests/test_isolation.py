@@ -112,6 +112,7 @@ def test_the_next_check_reuses_a_small_worker_and_not_one_past_half_its_limit(mo
     assert limits_lib._Spare.kept is None
 
 
+@pytest.mark.slow
 def test_a_call_that_never_ends_is_stopped_at_the_time_limit(model_dir, tmp_path, capsys):
     path = model_dir("endless", _endless)
     json_path = tmp_path / "report.json"
@@ -139,6 +140,7 @@ def test_a_call_that_never_ends_is_stopped_at_the_time_limit(model_dir, tmp_path
     assert model["verdict"] == "fails"
 
 
+@pytest.mark.slow
 def test_many_jobs_stop_a_call_that_never_ends_and_check_the_others(model_dir, tmp_path,
                                                                     capsys):
     models = tmp_path / "models"

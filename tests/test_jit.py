@@ -99,6 +99,7 @@ def test_jit_export_computes_what_the_plain_export_computes(mobilenet_jit, mobil
                                   plain(images, training=True).numpy())
 
 
+@pytest.mark.slow
 def test_jit_export_fine_tunes_through_hub_keras_layer(mobilenet_jit):
     layer, model, images, before, _ = fit_through_hub(mobilenet_jit, trainable=True)
     moved = [not np.array_equal(b, w.numpy()) for b, w in zip(before, layer.trainable_weights)]
@@ -106,6 +107,7 @@ def test_jit_export_fine_tunes_through_hub_keras_layer(mobilenet_jit):
     assert model.predict(images, verbose=0).shape == (8, 3)  # Inference: compiled.
 
 
+@pytest.mark.slow
 def test_jit_export_passes_the_check_and_says_so(mobilenet_jit):
     from hubexport import checker
 

@@ -93,6 +93,7 @@ def test_fine_tunes_with_every_optimizer(keras, good, optimizer):
     assert all(_moved(_statistics(obj), statistics))
 
 
+@pytest.mark.slow
 def test_real_export_fine_tunes_with_adam(keras, mobilenet_fv):
     """MobileNetV2 (run eagerly: a graph-mode fit first builds the restored
     model's gradient graph again, tens of seconds on 2 cores)."""

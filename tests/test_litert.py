@@ -93,6 +93,7 @@ def photos(tmp_path_factory):
     return str(directory)
 
 
+@pytest.mark.slow
 def test_feature_vector_converts_and_equals_the_saved_model(mobilenet_fv, tmp_path):
     output = str(tmp_path / "mobilenet_v2.tflite")
     result = litert.convert(mobilenet_fv, output, image_size=32)

@@ -116,6 +116,23 @@ def mobilenet_fv(mobilenet_weights, tmp_path_factory):
     return path
 
 
+def save_doubler(path):
+    """A plain tf.Module SavedModel at `path` (x -> x * a tf.Variable of 2.0), as
+    tf.saved_model.save writes it (fingerprint.pb included); returns `path`."""
+    import tensorflow as tf
+
+    class Doubler(tf.Module):
+        def __init__(self):
+            self.factor = tf.Variable(2.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def __call__(self, x):
+            return x * self.factor
+
+    tf.saved_model.save(Doubler(), path)
+    return path
+
+
 def reference_model(keras, architecture, weights_path, task, size):
     """The Keras application a user would build by hand, with `weights_path`."""
     keras.backend.clear_session()

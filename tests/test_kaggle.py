@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import save_doubler
 from absl import flags
 from absl.testing import flagsaver
 
@@ -402,16 +403,7 @@ def test_an_output_that_appears_during_the_write_is_checked_again(tmp_path, monk
 def test_a_real_saved_model_loads_from_the_upload(tmp_path):
     import tensorflow as tf
 
-    class Doubler(tf.Module):
-        def __init__(self):
-            self.factor = tf.Variable(2.0)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
-        def __call__(self, x):
-            return x * self.factor
-
-    model = str(tmp_path / "model")
-    tf.saved_model.save(Doubler(), model)
+    model = save_doubler(str(tmp_path / "model"))  # x -> 2x, a tf.Variable inside.
     upload = kaggle.package(model, HANDLE, str(tmp_path / "upload"), license_name="MIT")
 
     assert "fingerprint.pb" not in os.listdir(upload)

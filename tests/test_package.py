@@ -13,6 +13,7 @@ import sys
 import tarfile
 
 import pytest
+from conftest import save_doubler
 
 from hubexport.publish import model_card, package
 from hubexport.errors import UserError
@@ -262,16 +263,7 @@ def test_refuses_outputs_tfhub_dev_would_not_take(tmp_path):
 def test_real_saved_model_loads_from_the_archive(tmp_path):
     import tensorflow as tf
 
-    class Doubler(tf.Module):
-        def __init__(self):
-            self.factor = tf.Variable(2.0)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
-        def __call__(self, x):
-            return x * self.factor
-
-    model = str(tmp_path / "model")
-    tf.saved_model.save(Doubler(), model)
+    model = save_doubler(str(tmp_path / "model"))  # x -> 2x, a tf.Variable inside.
     assert os.path.exists(os.path.join(model, "fingerprint.pb"))  # TF writes it.
 
     archive = package.package(model)

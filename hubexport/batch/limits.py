@@ -175,10 +175,7 @@ class _Spare:
         """Keeps this worker as the spare (stopping the one before); False if it died."""
         if self.process.poll() is not None:
             return False
-        if _Spare.kept is not None:
-            _Spare.kept.close()
-        else:
-            atexit.register(_Spare.close_kept)
+        _Spare.close_kept()
         _Spare.kept = self
         return True
 
@@ -193,6 +190,9 @@ class _Spare:
         spare, cls.kept = cls.kept, None
         if spare is not None:
             spare.close()
+
+
+atexit.register(_Spare.close_kept)
 
 
 def _send_request(process, job):

@@ -465,10 +465,10 @@ def _copy(directory, entries, staging):
 def _check_output(output, directory, overwrite):
     """Refuses an output that is, holds or lies inside the SavedModel, and an
     existing one that `overwrite` does not cover (see above)."""
-    if _within(output, directory):
+    if archive_rules.within(output, directory):
         raise UserError(f"--output={output} is the SavedModel {directory} or inside it; "
                         "write the upload directory beside it")
-    if _within(directory, output):
+    if archive_rules.within(directory, output):
         raise UserError(f"--output={output} holds the SavedModel {directory}; write the "
                         "upload directory beside it")
     if not os.path.lexists(output):
@@ -485,11 +485,6 @@ def _check_output(output, directory, overwrite):
                         "it, or choose another output")
     raise UserError(f"{output} exists and is not a directory {MARK} wrote ({kind}); it is "
                     "left as it is: choose another output")
-
-
-def _within(path, directory):
-    real, directory = os.path.realpath(path), os.path.realpath(directory)
-    return os.path.commonpath([real, directory]) == directory
 
 
 def _kind(output):

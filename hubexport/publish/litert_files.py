@@ -17,6 +17,7 @@ import os
 
 from hubexport import atomic, contract
 from hubexport.errors import UserError
+from hubexport.publish import package as archive_rules
 
 SUFFIX = ".tflite"
 CARD_FORMAT = "hubexport-litert/1"
@@ -68,8 +69,7 @@ def check_output(output, card, source, overwrite):
     directory, or may not be replaced (check_replaceable)."""
     if not output.endswith(SUFFIX):
         raise UserError(f"--output={output} must end with {SUFFIX}; e.g. {source}{SUFFIX}")
-    real = os.path.realpath(output)
-    if os.path.commonpath([real, os.path.realpath(source)]) == os.path.realpath(source):
+    if archive_rules.within(output, source):
         raise UserError(f"--output={output} is inside the SavedModel; write it beside it "
                         "(the default) or elsewhere")
     if not os.path.isdir(os.path.dirname(output)):
@@ -106,18 +106,18 @@ def install(output, card, data, info, overwrite):
     """Moves the .tflite, then its card, into place, both written complete beforehand.
 
     The card is staged whole at CARD.partial first (atomic.write_json), the
-    .tflite at FILE.tflite.partial (atomic.replacing), and whether the output
-    may be replaced is asked again just before it moves (it may have changed
-    during the conversion). Should the card then fail to move, the new file
+    .tflite beside the output (atomic.replacing), and whether the output may
+    be replaced is asked again just before it moves (before_replace: it may
+    have changed during the conversion). Should the card then fail to move, the new file
     and the old card, which no longer describes it, are removed: a card naming
     another file's sha256 would make every later --overwrite refuse.
     """
     staged = card + ".partial"
     atomic.write_json(staged, info)
     try:
-        with atomic.replacing(output, "wb") as f:
+        with atomic.replacing(output, "wb", before_replace=lambda: check_replaceable(
+                output, card, overwrite)) as f:
             f.write(data)
-            check_replaceable(output, card, overwrite)
         try:
             os.replace(staged, card)
         except BaseException:

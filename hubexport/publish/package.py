@@ -94,7 +94,7 @@ def package(directory, output=None, overwrite=False, overwrite_any_saved_model=F
     """
     given = os.path.abspath(os.path.expanduser(directory))
     directory = os.path.realpath(given)
-    _check_saved_model(directory)
+    check_saved_model(directory)
     output = os.path.abspath(os.path.expanduser(output or given + SUFFIX))
     _check_output(output, directory, overwrite, overwrite_any_saved_model)
     entries = archive_entries(directory)
@@ -125,13 +125,13 @@ def archive_entries(directory):
             elif child in LEFT_OUT:
                 continue
             elif stat.S_ISDIR(mode):
-                if _allowed(child, is_directory=True):
+                if allowed(child, is_directory=True):
                     entries.append((child, True))
                     visit(child)
                 else:  # Its contents need no second mention.
                     refused.append(child + "/")
             elif stat.S_ISREG(mode):
-                if _allowed(child, is_directory=False):
+                if allowed(child, is_directory=False):
                     entries.append((child, False))
                 else:
                     refused.append(child)
@@ -179,7 +179,7 @@ def write_archive(f, directory, entries):
                     tar.addfile(info, data)
 
 
-def _check_saved_model(directory):
+def check_saved_model(directory):
     if not os.path.isdir(directory):
         raise UserError(f"{directory} is not a directory; pass the SavedModel "
                         "directory that hubexport export wrote")
@@ -255,10 +255,10 @@ def _as_package_writes(member):
     mode = 0o755 if member.isdir() else 0o644
     return ((member.isfile() or member.isdir()) and member.mtime == 0
             and member.uid == member.gid == 0 and member.uname == member.gname == ""
-            and member.mode == mode and _allowed(member.name, member.isdir()))
+            and member.mode == mode and allowed(member.name, member.isdir()))
 
 
-def _allowed(relative, is_directory):
+def allowed(relative, is_directory):
     parts = relative.split("/")
     if not all(_NAME.fullmatch(part) for part in parts):
         return False
@@ -272,9 +272,14 @@ def _allowed(relative, is_directory):
         _VARIABLES_FILE.fullmatch(parts[1]))
 
 
+def within(path, directory):
+    """Whether `path` is `directory` or inside it, symlinks resolved."""
+    real, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([real, directory]) == directory
+
+
 def _inside(path, directory):
-    real = os.path.realpath(path)
-    return os.path.commonpath([real, directory]) == directory and real != directory
+    return within(path, directory) and os.path.realpath(path) != os.path.realpath(directory)
 
 
 def _listing(paths):
@@ -282,7 +287,3 @@ def _listing(paths):
     more = len(paths) - _LISTED
     return shown + (f" and {more} more" if more > 0 else "")
 
-
-# The rules above, for publish/kaggle.py (the same files go into a Kaggle upload).
-check_saved_model = _check_saved_model
-allowed = _allowed

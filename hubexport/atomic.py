@@ -9,7 +9,9 @@ What is written goes to a new file beside `path` (.NAME.partial-XXXX, the
 umask's mode) and is moved onto it (os.replace, atomic on one file system)
 once complete: a reader, or a run that was killed, sees the old file or the
 whole new one, never part of one. After an exception the partial file is
-removed and `path` is as it was.
+removed and `path` is as it was. A process that was interrupted (SIGTERM,
+Ctrl-C: hubexport.startup) installs nothing, even if a library swallowed the
+KeyboardInterrupt.
 """
 
 import contextlib
@@ -17,6 +19,8 @@ import json
 import os
 import shutil
 import tempfile
+
+from hubexport import startup
 
 
 @contextlib.contextmanager
@@ -36,6 +40,7 @@ def replacing(path, mode="w", *, durable=False, before_replace=None):
                 f.flush()
                 os.fsync(f.fileno())
         _chmod_like_open(partial)
+        startup.raise_if_interrupted()
         if before_replace is not None:
             before_replace()
         os.replace(partial, path)
@@ -69,6 +74,7 @@ def replace_directory(staging, output):
     renames, the old one is left at .NAME.old-XXXX/model beside `output`
     (hubexport.export.write.clean_up_after_kill moves it back).
     """
+    startup.raise_if_interrupted()
     if not os.path.lexists(output):
         os.rename(staging, output)
         return

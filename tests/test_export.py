@@ -557,6 +557,41 @@ def test_interrupt_leaves_nothing_behind(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.notf
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # The swallowing.
+def test_an_interrupt_a_library_swallowed_still_stops_every_install(tmp_path):
+    """SIGTERM's KeyboardInterrupt raised inside a __del__ is printed as "Exception
+    ignored in" and lost (TensorFlow's ConcreteFunctionGarbageCollector.__del__
+    runs during a save: an interrupted export_all worker used to go on and install
+    its export). The process remembers it, and installs nothing after it."""
+    import signal
+
+    from hubexport import atomic, startup
+
+    class SwallowsTheInterrupt:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # The handler raises in here.
+
+    staging = tmp_path / ".model.partial-1"
+    staging.mkdir()
+    (tmp_path / "report.json").write_text("old")
+    startup.interrupt_on_sigterm()
+    try:
+        SwallowsTheInterrupt()  # Freed at once; the interrupt goes nowhere.
+        with pytest.raises(KeyboardInterrupt):
+            atomic.replace_directory(str(staging), str(tmp_path / "model"))
+        with pytest.raises(KeyboardInterrupt):
+            atomic.write_json(str(tmp_path / "report.json"), {"new": 1})
+        assert sorted(os.listdir(tmp_path)) == [".model.partial-1", "report.json"]
+        assert (tmp_path / "report.json").read_text() == "old"
+        startup.interrupt_on_sigterm()  # A new command of the same process starts afresh.
+        atomic.replace_directory(str(staging), str(tmp_path / "model"))
+        assert sorted(os.listdir(tmp_path)) == ["model", "report.json"]
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_grappler_is_off_only_inside_the_block():
     import tensorflow as tf
 

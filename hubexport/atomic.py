@@ -3,7 +3,10 @@
     with atomic.replacing(path) as f:   # `path` changes only when the block ends
         f.write(...)
     atomic.write_json(path, data)
-    atomic.replace_directory(staging, output)   # a directory written beside it
+    with atomic.staging_beside(output) as staging:   # a directory written beside it
+        ...
+        atomic.replace_directory(staging, output)
+    atomic.clean_up_beside(output)   # what a killed process left beside it
 
 What is written goes to a new file beside `path` (.NAME.partial-XXXX, the
 umask's mode) and is moved onto it (os.replace, atomic on one file system)
@@ -72,7 +75,7 @@ def replace_directory(staging, output):
     the first is undone and the empty retired directory removed. (Deleting
     first would lose the old one to a failed rename.) Killed between the two
     renames, the old one is left at .NAME.old-XXXX/model beside `output`
-    (hubexport.export.write.clean_up_after_kill moves it back).
+    (clean_up_beside moves it back).
     """
     startup.raise_if_interrupted()
     if not os.path.lexists(output):
@@ -93,3 +96,41 @@ def replace_directory(staging, output):
             os.rmdir(retired)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_beside(output):
+    """A new directory beside `output` (.NAME.partial-XXXX, the umask's mode), removed
+    if the block fails; the block moves it into place (replace_directory)."""
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
+    try:
+        _chmod_like_mkdir(staging)
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _chmod_like_mkdir(directory):
+    """mkdtemp makes 0700 directories; an output should get the umask's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+
+
+def clean_up_beside(output):
+    """What a process killed while writing `output` left beside it: a retired
+    directory whose replacement never arrived (killed between replace_directory's
+    two renames) is moved back; staging and retired directories are removed."""
+    parent, name = os.path.split(output)
+    if not os.path.isdir(parent):
+        return
+    for entry in sorted(os.listdir(parent)):
+        path = os.path.join(parent, entry)
+        if entry.startswith(f".{name}.old-") and not os.path.lexists(output):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(os.path.join(path, "model"), output)
+        if entry.startswith((f".{name}.partial-", f".{name}.old-")):
+            shutil.rmtree(path, ignore_errors=True)

@@ -252,6 +252,98 @@ def test_a_redefinition_outside_the_contract_package_is_found(tmp_path):
         "labels.py:2 FILE = 'assets/labels.txt' (contract.LABELS_FILE)"]
 
 
+# --- Layers -----------------------------------------------------------------------
+
+# hubexport's parts, lowest first. A module imports (at its top or inside a
+# function) only from its own part or from a lower layer: the contract from
+# nothing, the exporter and the checker from neither, nothing below the
+# command line from it. The entry points, the CLI and the batch worker's
+# process (python -m hubexport.batch.worker), sit on top.
+LAYERS = (
+    ("contract", "errors", "names", "startup", "grappler", "preprocessing"),
+    ("config", "weights", "atomic", "architectures", "serving"),
+    ("reports", "labels", "own_model", "reusable", "publish", "keras"),
+    ("export", "check"),
+    ("batch",),
+    ("checker",),
+    ("catalog",),
+    ("commands",),
+    ("cli", "batch.worker"),
+)
+
+
+def _imports(package):
+    """{module: the hubexport modules it imports anywhere in its code}."""
+    modules = {}
+    for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True):
+        name = ".".join(["hubexport", *os.path.relpath(path, package)[:-3].split(os.sep)])
+        modules[name.removesuffix(".__init__")] = path
+    imports = {}
+    for name, path in modules.items():
+        found = set()
+        with open(path) as f:
+            for node in ast.walk(ast.parse(f.read())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hubexport"):
+                    found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
+                              else node.module for a in node.names}
+                elif isinstance(node, ast.Import):
+                    found |= {a.name for a in node.names if a.name.startswith("hubexport.")}
+        imports[name] = found - {name}
+    return imports
+
+
+def _part(module):
+    parts = module.split(".")[1:]
+    return "batch.worker" if parts[:2] == ["batch", "worker"] else (parts or ["hubexport"])[0]
+
+
+def _layer_breaches(imports):
+    layer = {part: i for i, parts in enumerate(LAYERS) for part in parts}
+    return sorted(f"{module} imports {target}" for module, targets in imports.items()
+                  for target in targets
+                  if _part(target) not in (_part(module), "hubexport")
+                  and not layer[_part(target)] < layer[_part(module)])
+
+
+def _cycle(imports):
+    """One import cycle among the modules (a list ending where it starts), or None."""
+    done, path = set(), []
+
+    def visit(module):
+        if module in path:
+            return path[path.index(module):] + [module]
+        if module in done:
+            return None
+        path.append(module)
+        for target in sorted(imports.get(module, ())):
+            found = visit(target)
+            if found:
+                return found
+        path.pop()
+        done.add(module)
+        return None
+
+    return next(filter(None, map(visit, sorted(imports))), None)
+
+
+@pytest.mark.notf
+def test_every_part_imports_only_below_it_and_no_module_imports_itself_back():
+    imports = _imports(PACKAGE)
+    assert {_part(m) for m in imports} - {"hubexport"} == {p for ps in LAYERS for p in ps}
+    assert _layer_breaches(imports) == []
+    assert _cycle(imports) is None
+
+
+@pytest.mark.notf
+def test_an_upward_import_and_a_cycle_are_found():
+    imports = {"hubexport.check.call": {"hubexport.contract", "hubexport.catalog"},
+               "hubexport.catalog": {"hubexport.checker"},
+               "hubexport.checker": {"hubexport.check.call"}}
+    assert _layer_breaches(imports) == ["hubexport.check.call imports hubexport.catalog"]
+    assert _cycle(imports) == ["hubexport.catalog", "hubexport.checker",
+                               "hubexport.check.call", "hubexport.catalog"]
+
+
 # --- Provenance -------------------------------------------------------------------
 
 

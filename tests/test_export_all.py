@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from test_cli import run
 
-from hubexport import catalog, export
+from hubexport import atomic, catalog, export
 from hubexport.batch import scheduler
 from hubexport.errors import UserError
 
@@ -237,11 +237,11 @@ def test_a_previous_export_retired_by_a_killed_install_comes_back(tmp_path):
     (retired / "saved_model.pb").write_text("old export")
     (out / ".m.partial-xyz").mkdir()
     (out / ".other.old-1" / "model").mkdir(parents=True)
-    export.write.clean_up_after_kill(str(out / "m"))
+    atomic.clean_up_beside(str(out / "m"))
     assert (out / "m" / "saved_model.pb").read_text() == "old export"
     assert sorted(os.listdir(out)) == [".other.old-1", "m"]
 
     (out / ".m.old-def" / "model").mkdir(parents=True)  # The new export did arrive.
-    export.write.clean_up_after_kill(str(out / "m"))
+    atomic.clean_up_beside(str(out / "m"))
     assert sorted(os.listdir(out)) == [".other.old-1", "m"]
     assert (out / "m" / "saved_model.pb").read_text() == "old export"

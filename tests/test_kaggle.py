@@ -193,6 +193,16 @@ def test_a_card_not_in_tfhub_format_is_refused(tmp_path):
     assert not os.path.exists(tmp_path / "upload")
 
 
+@pytest.mark.notf
+def test_a_card_that_is_not_utf8_is_refused(tmp_path):
+    model = exported(tmp_path / "model")
+    with open(os.path.join(model, model_card.CARD_FILE), "wb") as f:
+        f.write("# Mod\u00e8le\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"model_card.md is not UTF-8 text \(byte 5\); save "):
+        kaggle.package(model, HANDLE, str(tmp_path / "upload"), license_name="MIT")
+    assert not os.path.exists(tmp_path / "upload")
+
+
 # --- handle and license -------------------------------------------------------
 
 

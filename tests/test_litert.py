@@ -157,6 +157,28 @@ def test_a_free_size_model_without_provenance_needs_an_image_size(tiny_good, tmp
         litert.convert(tiny_good, str(tmp_path / "x.tflite"))
 
 
+@pytest.mark.parametrize("size", [0, -32])
+def test_an_image_size_that_is_not_a_size_is_refused_before_loading(size, tmp_path):
+    with pytest.raises(UserError, match=f"--image_size={size} is not a size; pass a positive"):
+        litert.convert(str(tmp_path / "not even there"), image_size=size)
+
+
+def test_a_serving_default_that_takes_other_than_float_rgb_is_refused(tmp_path):
+    model = mutants.tiny_model()
+    spec = tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")
+    serving_default = tf.function(
+        lambda images: {"feature_vector": model(tf.cast(images, tf.float32) / 255.0)},
+        input_signature=[spec], autograph=False)
+    root = tf.__internal__.tracking.AutoTrackable()
+    root.variables = mutants._variables(model)
+    tf.saved_model.save(root, str(tmp_path / "uint8"),
+                        signatures={"serving_default": serving_default.get_concrete_function()})
+    with pytest.raises(UserError, match=r"serving_default takes uint8 images of shape "
+                                        r"\(None, 32, 32, 3\); LiteRT conversion takes float32"):
+        litert.convert(str(tmp_path / "uint8"), str(tmp_path / "x.tflite"))
+    assert sorted(os.listdir(tmp_path)) == ["uint8"]
+
+
 def test_non_builtin_ops_are_refused_naming_them(string_op_model, tmp_path, capfd):
     with pytest.raises(litert.NotBuiltin) as refused:
         litert.convert(string_op_model, str(tmp_path / "x.tflite"), image_size=32)
@@ -203,16 +225,23 @@ def test_a_card_that_cannot_be_written_leaves_neither_file(tiny_good, tmp_path, 
 
 
 def test_a_file_changed_during_the_conversion_is_not_replaced(tiny_good, tmp_path, monkeypatch):
+    """The output is asked about twice: before the conversion, and again just before
+    the move; the user writes it in between (when the first answer was given)."""
     output = tmp_path / "x.tflite"
     real = litert_files.check_replaceable
+    asked = []
 
     def user_writes_meanwhile(*args):
-        output.write_bytes(b"the user's own")
-        return real(*args)
+        answer = real(*args)
+        if not asked:
+            output.write_bytes(b"the user's own")
+        asked.append(args)
+        return answer
 
     monkeypatch.setattr(litert_files, "check_replaceable", user_writes_meanwhile)
     with pytest.raises(UserError, match="hubexport litert did not write it"):
         litert.convert(tiny_good, str(output), image_size=32)
+    assert len(asked) == 2  # Refused by the second question, after converting.
     assert os.listdir(tmp_path) == ["x.tflite"] and output.read_bytes() == b"the user's own"
 
 
@@ -336,7 +365,8 @@ def test_cli_converts_and_prints_one_summary_line(tiny_good, tmp_path, capsys):
     output = tmp_path / "good.tflite"
     assert _cli("litert", tiny_good, "--image_size=32", f"--output={output}",
                 "--quantize=dynamic") == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    progress, last = capsys.readouterr().out.strip().splitlines()  # As the README says.
+    assert progress == "hubexport: converting serving_default at 32x32 (quantize=dynamic)"
     assert last.startswith(f"{output}: LiteRT serving_default at 32x32") and "dynamic" in last
     assert _cli("litert", tiny_good, "--require=litert") == 2
     assert "--require is not a flag of litert" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import tarfile
 import pytest
 from conftest import save_doubler
 
+from hubexport import contract
 from hubexport.publish import model_card, package
 from hubexport.errors import UserError
 
@@ -307,7 +308,7 @@ FEATURE_VECTOR = {
     "multi_label": False,
     "feature_layer": None,
     "pooling": "avg",
-    "signatures": ["serving_default"],
+    "signatures": contract.signature_names(labels=False),  # As the exporter writes them.
     "batch_norm_momentum": 0.99,
 }
 CLASSIFIER = {
@@ -334,7 +335,7 @@ MULTI_LABEL = {
     "labels": {"count": 12, "file": "assets/labels.txt"},
     "multi_label": True,
     "top_k": 3,
-    "signatures": ["serving_default", "serving_top_k"],
+    "signatures": contract.signature_names(labels=True),
 }
 REQUIRED = {"asset-path", "task", "fine-tunable", "format"}
 OPTIONAL = {"network-architecture", "dataset", "language", "license", "colab",
@@ -420,7 +421,7 @@ def test_multi_label_card_with_labels_is_for_sigmoid():
     assert "softmax" not in card
     assert "`assets/labels.txt`" in card and "(12 lines)" in card
     assert "tf.math.top_k(logits, k=3)" in card
-    assert "signature `serving_top_k`" in card
+    assert "signature `top_k`" in card and "signature `serving_uint8`" in card
     assert "sha256 `" + "cd" * 32 in card and "sha256 `" + "ab" * 32 in card
     assert "Keras model file `flowers.keras`" in card and "/home/me" not in card
     assert "keras.applications" not in card

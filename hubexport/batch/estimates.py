@@ -50,7 +50,7 @@ def estimate_check(path, size_on_disk):
     export, else from the bytes on disk (about 4 per parameter) at 224x224,
     the size the checker calls a free-size model at without provenance.
     """
-    provenance = export.load_provenance(path)
+    provenance = contract.load_provenance(path)
     arch = architectures.ARCHITECTURES.get(provenance.architecture)
     size = provenance.image_size
     size = max(size) if isinstance(size, list) else size

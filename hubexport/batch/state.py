@@ -21,7 +21,7 @@ import fcntl
 import json
 import os
 
-from hubexport import atomic, export
+from hubexport import atomic, contract, export
 from hubexport.batch import estimates, scheduler
 from hubexport.errors import UserError
 
@@ -63,8 +63,8 @@ def lock(state_dir):
 
 
 def remove_leftovers(output_dir, name):
-    """What a killed export of `name` left (export.write.clean_up_after_kill)."""
-    export.write.clean_up_after_kill(os.path.join(output_dir, name))
+    """What a killed export of `name` left (atomic.clean_up_beside)."""
+    atomic.clean_up_beside(os.path.join(output_dir, name))
 
 
 def resume(name, settings, plan, output_dir, state_dir, replace, check, skip_checks=()):
@@ -87,7 +87,7 @@ def resume(name, settings, plan, output_dir, state_dir, replace, check, skip_che
     if refusal:
         return Row(name, "FAILED", error=refusal), None
     if os.path.exists(output):
-        if export.load_provenance(output).request_key == key:
+        if contract.load_provenance(output).request_key == key:
             kept = read_record(state_dir, name)
             if (kept and kept.get("key") == key
                     and set(kept.get("skipped_checks", ())) <= set(skip_checks)):

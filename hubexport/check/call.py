@@ -10,7 +10,6 @@ import numpy as np
 import tensorflow as tf
 
 from hubexport import contract
-from hubexport import export
 from hubexport import labels as labels_lib
 from hubexport import serving
 from hubexport.check.context import Skip, check, error, info, warning
@@ -145,7 +144,7 @@ def batch_independent(ctx):
     images = ctx.images()
     images[1:] = 1.0 - images[1:]
     changed = ctx.infer(images)[:1]
-    difference = export.relative_difference(changed, ctx.reference_output()[:1])
+    difference = contract.relative_difference(changed, ctx.reference_output()[:1])
     if not difference <= ALONE_VS_BATCH_TOLERANCE:
         yield error(
             f"example 0 changes by {difference:.2e} (relative), more than "

@@ -10,8 +10,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from hubexport import export
-from hubexport import reusable
+from hubexport import contract
 from hubexport.check.context import Skip, Unavailable, check, error, info
 from hubexport.check.parts import count, loss_problem, restored_function, variable_names
 from hubexport.contract import (REPEAT_CALL_TOLERANCE, SERVE, SERVE_TRAINING,
@@ -273,7 +272,7 @@ def serve_endpoint(ctx):
         yield error(f"obj.serve(images) has shape {actual.shape}; obj(images) has "
                     f"{expected.shape}", hint)
         return
-    difference = export.relative_difference(actual, expected)
+    difference = contract.relative_difference(actual, expected)
     if not difference <= SERVE_VS_CALL_TOLERANCE:
         yield error(
             f"obj.serve(images) differs from obj(images, training=False) by "
@@ -295,9 +294,9 @@ def serve_training_mode(ctx):
     serve_training = restored_function(ctx.model(), SERVE_TRAINING)
     if serve_training is None:
         raise Skip("obj.serve_training is missing (see tfsm_layer)")
-    statistics = reusable.unique_by_identity([
-        v for concrete in serve_training.concrete_functions for v in concrete.variables
-        if "moving" in v.name])
+    statistics = list({  # Each variable once (they do not hash by value).
+        id(v): v for concrete in serve_training.concrete_functions for v in concrete.variables
+        if "moving" in v.name}.values())
     if not statistics:
         yield info("no batch-norm statistics (variables named 'moving'): training "
                    "mode is not observable")

@@ -23,8 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from hubexport import contract
-from hubexport import export
-from hubexport import reusable
 from hubexport.check import graph_scan
 from hubexport.check.parts import (endpoint_traces, image_spec_problems, listed_variables,
                                    restored_function, serving_meta_graph, tf2_problem,
@@ -102,7 +100,7 @@ class Context:
         self.path = path
         self.allow_unsafe_ops = allow_unsafe_ops
         self._loaded = loaded  # What tf.saved_model.load(path) gave already.
-        self.provenance = (export.load_provenance(path) if os.path.isdir(path)
+        self.provenance = (contract.load_provenance(path) if os.path.isdir(path)
                            else contract.Provenance())
         self._memo = {}
         self.task, self.task_source = self._resolve_task(task)
@@ -315,7 +313,7 @@ class Context:
         """Relative difference between two identical inference calls."""
         return self._once(
             "determinism",
-            lambda: export.relative_difference(
+            lambda: contract.relative_difference(
                 self.infer(self.images()), self.reference_output()
             ),
         )
@@ -368,7 +366,8 @@ class Context:
         def snapshot():
             listed, _ = listed_variables(self.model(), "variables")
             used = [v for _, v in self.used_variables()]
-            return [(v, v.numpy()) for v in reusable.unique_by_identity((listed or []) + used)]
+            once = {id(v): v for v in (listed or []) + used}  # They do not hash by value.
+            return [(v, v.numpy()) for v in once.values()]
 
         return self._once("loaded_values", snapshot)
 

@@ -5,7 +5,7 @@ defaults, traced as tensors for both values of training, that change something
 import numpy as np
 import tensorflow as tf
 
-from hubexport import export
+from hubexport import contract
 from hubexport.check.context import check, error, info, warning
 from hubexport.check.parts import count, training_values
 from hubexport.contract import MOMENTUM_RATIO_TOLERANCE, REPEAT_CALL_TOLERANCE
@@ -164,7 +164,7 @@ def _changes_something(ctx, name, default, value, specs):
     """Whether name=value changes inference's output, else a training call's effects."""
     if specs[False] is not None:
         output = ctx.call(ctx.images(), **{name: tf.constant(value, specs[False].dtype)})
-        difference = export.relative_difference(output.numpy(), ctx.reference_output())
+        difference = contract.relative_difference(output.numpy(), ctx.reference_output())
         if not difference <= REPEAT_CALL_TOLERANCE:
             return True
     spec = specs[True]
@@ -190,5 +190,5 @@ def _same_effects(one, other):
     pairs = [(output, other_output)] + [(state[i], other_state[i]) for i in state
                                          if i in other_state]
     return state.keys() == other_state.keys() and all(
-        a.shape == b.shape and export.relative_difference(a, b) <= REPEAT_CALL_TOLERANCE
+        a.shape == b.shape and contract.relative_difference(a, b) <= REPEAT_CALL_TOLERANCE
         for a, b in pairs)

@@ -13,7 +13,7 @@ batch 1 (hubexport.publish.litert does the work).
 
 import numpy as np
 
-from hubexport import contract, export
+from hubexport import contract
 from hubexport.check.context import Skip, Unavailable, check, info, warning
 from hubexport.errors import UserError
 
@@ -42,7 +42,7 @@ def litert_conversion(context):
                               "delegate: compute serving_default with ops LiteRT has")
         return
     images = context.images(1, hw)
-    difference = export.relative_difference(*litert.outputs(data, signature, images, interpreter))
+    difference = contract.relative_difference(*litert.outputs(data, signature, images, interpreter))
     if not np.isfinite(difference) or difference > contract.VERIFICATION_TOLERANCE:
         yield warning(
             f"the LiteRT model of serving_default differs from it by {difference:.2e} "

@@ -3,7 +3,7 @@ and answers as __call__(images, training=False) does."""
 
 import numpy as np
 
-from hubexport import export
+from hubexport import contract
 from hubexport.check.context import Skip, check, error
 from hubexport.check.parts import image_spec_problems
 from hubexport.contract import (CHECK_BATCH, OUTPUT_KEYS, REPEAT_CALL_TOLERANCE,
@@ -106,7 +106,7 @@ def serving_output_problems(output, reference):
     if output.shape != reference.shape:
         return [f"has shape {list(output.shape)}; expected {list(reference.shape)}, "
                 "as __call__ returns"]
-    difference = export.relative_difference(output, reference)
+    difference = contract.relative_difference(output, reference)
     if not difference <= SERVING_VS_CALL_TOLERANCE:
         return [f"differs from obj(images, training=False) on the same images by "
                 f"{difference:.2e} (relative), more than {SERVING_VS_CALL_TOLERANCE:.0e}"]

@@ -11,7 +11,8 @@ TASK = flags.DEFINE_string(
     "inferred) or one of those.")
 IMAGE_SIZE = flags.DEFINE_integer(
     "image_size", None,
-    "Height and width in pixels (default: the architecture's default size).")
+    "Height and width in pixels (default: the architecture's default size; litert: "
+    "serving_default's own size, else the size the model was exported at).")
 WEIGHTS = flags.DEFINE_string(
     "weights", None, "imagenet (default), none, or a weights file path.")
 OUTPUT = flags.DEFINE_string(

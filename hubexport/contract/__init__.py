@@ -13,7 +13,8 @@ import X` are all a user needs; the submodules are where each is written
 (tests/test_contract.py fails when a module outside this package writes a
 contract value again).
 
-It imports only the standard library (no TensorFlow, numpy or Keras), so the
+It imports only the standard library (no TensorFlow, numpy or Keras; numpy only
+inside relative_difference), so the
 CLI, the catalog and the tests can use it without starting TensorFlow. It
 imports no hubexport module outside this package: every layer may import it.
 """
@@ -32,10 +33,11 @@ from hubexport.contract.endpoint_table import (ALWAYS, ASSET, ATTRIBUTE, BYTES_S
 from hubexport.contract.provenance import (PROVENANCE_FILE, PROVENANCE_FORMAT,
                                            PROVENANCE_FORMAT_PREFIX, PROVENANCE_VERSION, Input,
                                            Labels, Output, Provenance, Source, Verification,
-                                           Weights, _Record)
+                                           Weights, _Record, load_provenance, read_provenance)
 from hubexport.contract.tolerances import (ALONE_VS_BATCH_TOLERANCE, CHECK_BATCH,
                                            GRADIENT_PIXELS, MOMENTUM_RATIO_TOLERANCE,
                                            PROBABILITY_SUM_TOLERANCE, REPEAT_CALL_TOLERANCE,
                                            SECOND_SIZE_BATCH, SERVE_VS_CALL_TOLERANCE,
                                            SERVING_VS_CALL_TOLERANCE, TOP_K_ATOL, TOP_K_RTOL,
-                                           VERIFICATION_TOLERANCE, VERIFY_BATCH, gradient_batch)
+                                           VERIFICATION_TOLERANCE, VERIFY_BATCH, gradient_batch,
+                                           relative_difference)

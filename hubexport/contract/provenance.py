@@ -6,6 +6,7 @@ in `extra`) and to_json() gives back what was read, key order included.
 
 import copy
 import dataclasses
+import json
 import os
 
 PROVENANCE_FILE = os.path.join("assets.extra", "hubexport.json")
@@ -202,3 +203,24 @@ class Provenance(_Record):
     def is_hubexport(self):
         """Whether the format is hubexport's (any version: export.written_by_hubexport)."""
         return isinstance(self.format, str) and self.format.startswith(PROVENANCE_FORMAT_PREFIX)
+
+
+def read_provenance(directory):
+    """The JSON of `directory`'s PROVENANCE_FILE as read, or None if there is none
+    (or it is not JSON)."""
+    path = os.path.join(directory, PROVENANCE_FILE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def load_provenance(directory):
+    """The provenance of the SavedModel in `directory` as a Provenance.
+
+    A missing or unreadable file, or one that is not a JSON object, gives an
+    empty record (every field None); another tool's fields are kept as read.
+    """
+    info = read_provenance(directory)
+    return Provenance.from_json(info) if isinstance(info, dict) else Provenance()

@@ -3,7 +3,7 @@
 Each tolerance is named for what it compares; each batch budget for who calls.
 """
 
-# All relative: max |a - b| / max |b|, b the reference (export.relative_difference).
+# All relative: max |a - b| / max |b|, b the reference (relative_difference).
 VERIFICATION_TOLERANCE = 1e-4  # Every endpoint of the reloaded export vs. the Keras model.
 REPEAT_CALL_TOLERANCE = 1e-6  # Two identical calls of __call__ (C3, and "changes nothing").
 ALONE_VS_BATCH_TOLERANCE = 1e-5  # One example called alone vs. inside a batch (C3).
@@ -30,3 +30,16 @@ def gradient_batch(height, width):
     at 14 GB. hubexport.catalog.estimate counts memory with it.
     """
     return min(CHECK_BATCH, max(1, GRADIENT_PIXELS // (height * width)))
+
+
+def relative_difference(actual, expected):
+    """max |actual - expected| / max |expected| (0 when both are all zero): the measure
+    every relative tolerance above is stated in. Needs numpy (imported here)."""
+    import numpy as np
+
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    error = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    if scale == 0.0:
+        return 0.0 if error == 0.0 else float("inf")
+    return error / scale

@@ -38,13 +38,8 @@ from hubexport.export.destination import (
     written_by_hubexport,
 )
 from hubexport.export.planning import POOLINGS, Plan, plan, request_key
-from hubexport.export.provenance_file import (
-    PROVENANCE_FILE,
-    _write_provenance,
-    load_provenance,
-    provenance,
-    read_provenance,
-)
+from hubexport.contract import PROVENANCE_FILE, load_provenance, read_provenance
+from hubexport.export.provenance_file import _write_provenance, provenance
 from hubexport.export.sources import Built, _warn_of_depthwise_under_xla, build_model
 from hubexport.export.verification import (
     TOLERANCE,
@@ -53,7 +48,8 @@ from hubexport.export.verification import (
     relative_difference,
     verify,
 )
-from hubexport.export.write import _install, _save, staging_beside
+from hubexport.atomic import staging_beside
+from hubexport.export.write import _install, _save
 
 __all__ = [
     "POOLINGS", "PROVENANCE_FILE", "TOLERANCE", "Built", "Plan", "Result",

@@ -11,7 +11,7 @@ import tempfile
 
 from hubexport import contract
 from hubexport.errors import UserError
-from hubexport.export.provenance_file import PROVENANCE_FILE, read_provenance
+from hubexport.contract import PROVENANCE_FILE, read_provenance
 
 
 def check_destination(plan, output, overwrite=False, overwrite_any_saved_model=False,

@@ -123,23 +123,3 @@ def _write_provenance(directory, plan, built, difference):
         json.dump(info, f, indent=2)
         f.write("\n")
     model_card.write(directory, info)
-
-
-def read_provenance(directory):
-    """hubexport's description of an export (the JSON as read), or None if there is none."""
-    path = os.path.join(directory, PROVENANCE_FILE)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def load_provenance(directory):
-    """The provenance of the export in `directory` as a contract.Provenance.
-
-    A missing or unreadable file, or one that is not a JSON object, gives an
-    empty record (every field None); another tool's fields are kept as read.
-    """
-    info = read_provenance(directory)
-    return contract.Provenance.from_json(info) if isinstance(info, dict) else contract.Provenance()

@@ -7,6 +7,7 @@ of __call__; see contract.COMPARISONS).
 """
 
 from hubexport import contract
+from hubexport.contract import relative_difference
 
 TOLERANCE = contract.VERIFICATION_TOLERANCE  # Relative to the largest reference magnitude.
 
@@ -182,14 +183,3 @@ def _verify_top_k(top_k, images, logits, plan, built):
             f"top_k confidences differ from the {built.activation} of the logits")
     if mismatch == "labels":
         raise VerificationError("top_k labels do not name the classes of the largest logits")
-
-
-def relative_difference(actual, expected):
-    """max |actual - expected| / max |expected| (0 when both are all zero)."""
-    import numpy as np
-
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    error = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
-    if scale == 0.0:
-        return 0.0 if error == 0.0 else float("inf")
-    return error / scale

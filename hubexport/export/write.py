@@ -2,12 +2,11 @@
 output, and the staging directory moved into place (atomic install).
 
 A failure or an interrupt removes the staging directory and leaves an existing
-output untouched.
+output untouched (hubexport.atomic: staging_beside, replace_directory, and
+clean_up_beside for what a killed export left).
 """
 
 import contextlib
-import os
-import shutil
 import tempfile
 
 from hubexport import atomic
@@ -79,27 +78,6 @@ def _tensors_compared_by_identity(enabled):
             tf.compat.v1.enable_tensor_equality()
 
 
-@contextlib.contextmanager
-def staging_beside(output):
-    """A new directory beside `output` (the umask's mode), removed if the block fails."""
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
-    try:
-        _chmod_like_mkdir(staging)
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _chmod_like_mkdir(directory):
-    """mkdtemp makes 0700 directories; an export should get the umask's mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-
-
 def _install(staging, output, overwrite=False, overwrite_any_saved_model=False, inputs=()):
     """Moves `staging` to `output`; an existing output survives any failure.
 
@@ -109,19 +87,3 @@ def _install(staging, output, overwrite=False, overwrite_any_saved_model=False, 
     """
     check_output(output, overwrite, overwrite_any_saved_model, inputs)
     atomic.replace_directory(staging, output)
-
-
-def clean_up_after_kill(output):
-    """What an export of `output` killed mid-way left beside it: a retired export
-    whose replacement never arrived (killed between _install's two renames) is
-    moved back; staging and retired directories are removed."""
-    parent, name = os.path.split(output)
-    if not os.path.isdir(parent):
-        return
-    for entry in sorted(os.listdir(parent)):
-        path = os.path.join(parent, entry)
-        if entry.startswith(f".{name}.old-") and not os.path.lexists(output):
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(os.path.join(path, "model"), output)
-        if entry.startswith((f".{name}.partial-", f".{name}.old-")):
-            shutil.rmtree(path, ignore_errors=True)

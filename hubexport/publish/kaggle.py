@@ -75,7 +75,6 @@ import stat
 
 from hubexport import atomic
 from hubexport.errors import UserError
-from hubexport.export.write import staging_beside
 from hubexport.publish import package as archive_rules
 from hubexport.publish.kaggle_metadata import (  # noqa: F401 (kaggle.X for callers)
     FRAMEWORK, HANDLE_FORM, INSTANCE_METADATA, LICENSES, MARK, MARK_KEY, METADATA_FILES,
@@ -115,7 +114,7 @@ def package(directory, handle, output, license_name=None, overwrite=False, log=N
     license_name = choose_license(license_name, card)
     model, instance = metadata(target, card, license_name)
 
-    with staging_beside(output) as staging:
+    with atomic.staging_beside(output) as staging:
         _copy(directory, entries, staging)
         atomic.write_json(os.path.join(staging, MODEL_METADATA), model, indent=2)
         atomic.write_json(os.path.join(staging, INSTANCE_METADATA), instance, indent=2)

@@ -14,8 +14,8 @@ import os
 import re
 
 from hubexport import names
+from hubexport.contract import read_provenance
 from hubexport.errors import UserError
-from hubexport.export.provenance_file import read_provenance
 from hubexport.publish import model_card
 
 MODEL_METADATA = "model-metadata.json"
@@ -191,8 +191,12 @@ def read_card(directory, log):
     the card its hubexport.json renders, else None; `log` says which when not the first."""
     path = os.path.join(directory, model_card.CARD_FILE)
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return parse_card(f.read(), path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return parse_card(f.read(), path)
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path} is not UTF-8 text (byte {e.start}); save the model "
+                            "card as UTF-8, as tfhub.dev and Kaggle read it") from None
     provenance = read_provenance(directory)
     if isinstance(provenance, dict):
         with contextlib.suppress(UserError):  # Not hubexport's provenance after all.

@@ -89,6 +89,10 @@ def convert(directory, output=None, quantize="none", representative_images=None,
     """
     if quantize not in QUANTIZATIONS:
         raise UserError(f"--quantize={quantize} is unknown; allowed: {', '.join(QUANTIZATIONS)}")
+    if image_size is not None and image_size < 1:
+        raise UserError(f"--image_size={image_size} is not a size; pass a positive number of "
+                        "pixels (e.g. 224), or leave it out for the signature's or the "
+                        "export's own size")
     if quantize == "int8" and not representative_images:
         raise UserError("--quantize=int8 calibrates on images: pass "
                         "--representative_images=DIR, a folder of JPEG/PNG/GIF/BMP files")
@@ -101,11 +105,9 @@ def convert(directory, output=None, quantize="none", representative_images=None,
     check_output(output, card, given, overwrite)
     interpreter = interpreter_class()
     import tensorflow as tf
-    from hubexport import export
-
     model = tf.saved_model.load(given)
     signature = serving_signature(model)
-    provenance = export.load_provenance(given)
+    provenance = contract.load_provenance(given)
     hw = fixed_size(signature, provenance, image_size)
     images, source = (load_images(representative_images, hw) if representative_images
                       else (random_images(RANDOM_IMAGES, hw), "random"))

@@ -95,11 +95,8 @@ def outputs(data, signature, images, interpreter):
 def compare(data, signature, images, source, task, interpreter):
     """A Comparison of the LiteRT model with `signature` on `images`."""
     import numpy as np
-
-    from hubexport import export
-
     actual, expected = outputs(data, signature, images, interpreter)
-    difference = export.relative_difference(actual, expected)
+    difference = contract.relative_difference(actual, expected)
     if task != "classification":
         return Comparison(len(images), source, difference)
     top = expected.argmax(axis=1)

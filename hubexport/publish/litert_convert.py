@@ -32,6 +32,11 @@ def serving_signature(model):
     if list(inputs) != ["images"] or len(signature.structured_outputs) != 1:
         raise UserError("serving_default must take `images` and return one output "
                         "(HUB_CONTRACT.md K3); see hubexport check")
+    spec = inputs["images"]
+    if spec.dtype.name != "float32" or spec.shape.rank != 4 or spec.shape[-1] != 3:
+        raise UserError(f"serving_default takes {spec.dtype.name} images of shape {spec.shape}; "
+                        "LiteRT conversion takes float32 [batch, height, width, 3] "
+                        "(HUB_CONTRACT.md C1, K3); see hubexport check")
     return signature
 
 

@@ -1,6 +1,6 @@
 """A model card for an export, in the Markdown format tfhub.dev published.
 
-    card = model_card.render(export.read_provenance(path))
+    card = model_card.render(contract.read_provenance(path))
     model_card.write(staging_directory, provenance)  # assets.extra/model_card.md
 
 The format is tfhub.dev's "Model page markdown format" for a SavedModel:

@@ -112,7 +112,8 @@ def mobilenet_fv(mobilenet_weights, tmp_path_factory):
 
     plan = export.plan("MobileNetV2", "feature_vector", FV_SIZE, mobilenet_weights)
     path = str(tmp_path_factory.mktemp("exports") / "mobilenet_v2_fv")
-    export.export(plan, path)
+    # Without keep_loaded an export keeps nothing loaded (with it: test_checker).
+    assert export.export(plan, path).loaded is None
     return path
 
 

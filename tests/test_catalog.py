@@ -95,6 +95,15 @@ def test_catalog_model_exports_and_conforms(name, plan, rows):
     not_run = {c["check"] for c in row["report"]["checks"]
                if any(f["message"] == "not run: --skip_checks" for f in c["findings"])}
     assert not_run == set(skipped(plan))
+    # The table's free_size and num_features, as the export measured them: the
+    # verification compared [batch, num_features] at min_size, and a free size
+    # works at a second size, with as many features (tests/test_architectures.py
+    # measures the other rows by building them).
+    if plan.architecture and plan.task == "feature_vector" and not plan.feature_layer:
+        status = {c["check"]: c["status"] for c in row["report"]["checks"]}
+        free = "passed" if plan.architecture.free_size else "skipped"
+        assert (status["free_size"], status["feature_size_constant"]) == (free, free)
+        assert row["report"]["task"] == "feature_vector"
     # The scheduler's memory estimate covers what the model really took.
     memory, _ = catalog.estimate(plan)
     grew = row["peak"] - row["start"]

@@ -232,10 +232,10 @@ def test_a_file_changed_during_the_conversion_is_not_replaced(tiny_good, tmp_pat
     asked = []
 
     def user_writes_meanwhile(*args):
-        answer = real(*args)
-        if not asked:
-            output.write_bytes(b"the user's own")
         asked.append(args)
+        answer = real(*args)
+        if len(asked) == 1:
+            output.write_bytes(b"the user's own")
         return answer
 
     monkeypatch.setattr(litert_files, "check_replaceable", user_writes_meanwhile)

@@ -373,17 +373,21 @@ class Context:
 
     @contextlib.contextmanager
     def restoring_variables(self):
-        """Undoes what a training call or a fit step does to the variables.
+        """Undoes what a training call or a fit step does to the variables; yields
+        a set that, once the block has ended, holds the id() of each variable it
+        changed (the model's, as loaded: a check needs no snapshot of its own).
 
         Only the variables that changed are assigned again (a large model's
         weights are gigabytes, and a check changes a few or none of them).
         """
         saved = self.loaded_values()
+        changed = set()
         try:
-            yield
+            yield changed
         finally:
             for variable, value in saved:
                 if not np.array_equal(variable.numpy(), value):
+                    changed.add(id(variable))
                     variable.assign(value)
 
 

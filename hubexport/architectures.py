@@ -38,7 +38,7 @@ help without paying for it.
 import dataclasses
 
 from hubexport import names
-from hubexport.contract import TASKS
+from hubexport.contract import CLASSIFICATION, FEATURE_VECTOR, TASKS
 
 IMAGENET_CLASSES = 1000
 
@@ -77,12 +77,12 @@ class Architecture:
 
     def input_hw(self, task, image_size):
         """(height, width) of the exported signature; None where free."""
-        if task == "feature_vector" and self.free_size:
+        if task == FEATURE_VECTOR and self.free_size:
             return (None, None)
         return (image_size, image_size)
 
     def output_size(self, task):
-        return self.num_features if task == "feature_vector" else IMAGENET_CLASSES
+        return self.num_features if task == FEATURE_VECTOR else IMAGENET_CLASSES
 
     def size_problem(self, task, image_size, imagenet):
         """Why Keras would refuse this size, or None if it accepts it."""
@@ -92,7 +92,7 @@ class Architecture:
                 f"allowed: {self.min_size} or more (default {self.default_size})"
             )
         if (
-            task == "classification"
+            task == CLASSIFICATION
             and imagenet
             and self.imagenet_head_fixed
             and image_size != self.default_size

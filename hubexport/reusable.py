@@ -159,7 +159,7 @@ def _traced_call(model, preprocessing, spec, momentum, jit_compile):
     call_fn = tf.function(call, autograph=False)
     hyperparameters = [{}]
     if momentum is not None:
-        hyperparameters.append({"batch_norm_momentum": tf.TensorSpec([], tf.float32)})
+        hyperparameters.append({contract.MOMENTUM_KEYWORD: tf.TensorSpec([], tf.float32)})
     traces = [
         call_fn.get_concrete_function(spec, training=training, **hparams)
         for hparams in hyperparameters

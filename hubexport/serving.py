@@ -19,7 +19,7 @@ it as {"b64": "..."}.
 import tensorflow as tf
 
 # How close a confidence must be to its class's value (and so to a tied class's).
-from hubexport.contract import TOP_K_ATOL, TOP_K_RTOL
+from hubexport.contract import TOP_K_ATOL, TOP_K_CONFIDENCES, TOP_K_LABELS, TOP_K_RTOL
 
 ACTIVATIONS = {"softmax": tf.nn.softmax, "sigmoid": tf.math.sigmoid}
 
@@ -31,7 +31,7 @@ def top_k_function(call, spec, labels, k, activation):
 
     def top_k(images):
         confidences, indices = tf.math.top_k(probabilities(call(images, training=False)), k)
-        return {"labels": tf.gather(table, indices), "confidences": confidences}
+        return {TOP_K_LABELS: tf.gather(table, indices), TOP_K_CONFIDENCES: confidences}
 
     return tf.function(top_k, input_signature=[spec], autograph=False)
 

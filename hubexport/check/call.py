@@ -14,9 +14,9 @@ from hubexport import labels as labels_lib
 from hubexport import serving
 from hubexport.check.context import Skip, check, error, info, warning
 from hubexport.check.parts import describe_spec, image_spec_problems, training_values
-from hubexport.contract import (ALONE_VS_BATCH_TOLERANCE, CHECK_BATCH, LABELS_FILE,
-                                PROBABILITY_SUM_TOLERANCE, REPEAT_CALL_TOLERANCE,
-                                SECOND_SIZE_BATCH)
+from hubexport.contract import (ALONE_VS_BATCH_TOLERANCE, CHECK_BATCH, CLASSIFICATION,
+                                FEATURE_VECTOR, LABELS_FILE, PROBABILITY_SUM_TOLERANCE,
+                                REPEAT_CALL_TOLERANCE, SECOND_SIZE_BATCH)
 from hubexport.errors import summarize
 
 MIN_VALUES_FOR_SIGMOID = 16  # Fewer values in [0, 1] may be chance.
@@ -74,7 +74,7 @@ def free_size(ctx):
     if output.ndim != 2 or len(output) != SECOND_SIZE_BATCH:
         yield error(f"at {height}x{width}, a batch of {SECOND_SIZE_BATCH} gives outputs of "
                     f"shape {list(output.shape)}; expected [{SECOND_SIZE_BATCH}, N]", hint)
-    elif ctx.task == "classification" and first.ndim == 2 and (
+    elif ctx.task == CLASSIFICATION and first.ndim == 2 and (
             output.shape[1] != first.shape[1]):
         first_height, first_width = ctx.call_hw()
         yield error(f"{first.shape[1]} logits at {first_height}x{first_width} but "
@@ -192,7 +192,7 @@ def documented_output_size(ctx):
     documented = _documented_sizes(ctx.provenance)
     if not documented:
         yield info(f"no output size documented (no {contract.PROVENANCE_FILE} with one)")
-    noun = "logits" if ctx.task == "classification" else "features"
+    noun = "logits" if ctx.task == CLASSIFICATION else "features"
     for field, size in documented:
         if size != output.shape[1]:
             yield error(
@@ -229,7 +229,7 @@ def output_finite(ctx):
 def feature_size_constant(ctx):
     """A head built at one size must fit the features at every other size."""
     first = ctx.call_hw()
-    if ctx.task != "feature_vector":
+    if ctx.task != FEATURE_VECTOR:
         raise Skip(f"only for feature vectors; the task is {ctx.task or 'unknown'}")
     first_count, second_count = _counts_at_both_sizes(ctx)
     second = ctx.second_hw()
@@ -261,7 +261,7 @@ def _counts_at_both_sizes(ctx):
 def logits_not_probabilities(ctx):
     """Consumers apply their own softmax or sigmoid loss to logits."""
     reference = ctx.reference_output()
-    if ctx.task != "classification":
+    if ctx.task != CLASSIFICATION:
         raise Skip(f"only for classification; the task is {ctx.task or 'unknown'}")
     extremes = ctx.images(2)
     extremes[0], extremes[1] = 0.0, 1.0
@@ -324,10 +324,12 @@ def top_k_labels(ctx):
             f"{logits.shape[1]} classes", hint)
         return
     outputs = signature(images=tf.constant(ctx.images()))
-    if set(outputs) != {"labels", "confidences"}:
-        yield error(f"top_k returns {sorted(outputs)}; expected labels and confidences", hint)
+    if set(outputs) != {contract.TOP_K_LABELS, contract.TOP_K_CONFIDENCES}:
+        yield error(f"top_k returns {sorted(outputs)}; expected {contract.TOP_K_LABELS} and "
+                    f"{contract.TOP_K_CONFIDENCES}", hint)
         return
-    names, confidences = outputs["labels"].numpy(), outputs["confidences"].numpy()
+    names = outputs[contract.TOP_K_LABELS].numpy()
+    confidences = outputs[contract.TOP_K_CONFIDENCES].numpy()
     if names.shape != confidences.shape or names.shape[0] != len(logits):
         yield error(f"top_k returns labels {names.shape} and confidences "
                     f"{confidences.shape} for a batch of {len(logits)}", hint)

@@ -11,7 +11,7 @@ from hubexport.check.parts import count, training_values
 from hubexport.contract import MOMENTUM_RATIO_TOLERANCE, REPEAT_CALL_TOLERANCE
 from hubexport.errors import summarize
 
-MOMENTUM = "batch_norm_momentum"
+MOMENTUM = contract.MOMENTUM_KEYWORD
 MOMENTUM_PROBES = (0.0, 0.5)  # Far from 1, so the moving means move far.
 
 

@@ -1,7 +1,8 @@
 """The contract of docs/HUB_CONTRACT.md as data, shared by the exporter and the checker.
 
   clauses         CLAUSES, SECTIONS: the document's clause IDs, one line each, by section;
-                  TASKS, OUTPUT_KEYS: the two tasks and the output key of each
+                  TASKS (FEATURE_VECTOR, CLASSIFICATION), OUTPUT_KEYS: the two tasks
+                  and the output key of each
   tolerances      *_TOLERANCE: how close two computations must be, named for what they
                   compare; CHECK_BATCH, ...: how many images a verification or a check
                   calls a model with
@@ -19,14 +20,16 @@ CLI, the catalog and the tests can use it without starting TensorFlow. It
 imports no hubexport module outside this package: every layer may import it.
 """
 
-from hubexport.contract.clauses import (CLAUSES, OUTPUT_KEYS, SECTIONS, TASKS, Section,
-                                        section_of)
+from hubexport.contract.clauses import (CLASSIFICATION, CLAUSES, FEATURE_VECTOR, OUTPUT_KEYS,
+                                        SECTIONS, TASKS, Section, section_of)
 from hubexport.contract.endpoint_table import (ALWAYS, ASSET, ATTRIBUTE, BYTES_SIGNATURE, CALL,
                                                CALL_ON_RESIZED, COMPARISONS, ENDPOINTS, FUNCTION,
                                                IMAGES, KERAS_REFERENCE, LABELS_ATTRIBUTE,
-                                               LABELS_FILE, REGULARIZATION_LOSSES, SERVE,
+                                               LABELS_FILE, MOMENTUM_KEYWORD,
+                                               REGULARIZATION_LOSSES, SERVE,
                                                SERVE_TRAINING, SERVING_DEFAULT, SIGNATURE,
-                                               SIGNATURE_CARD, TOP_K_OF_CALL, TOP_K_SIGNATURE,
+                                               SIGNATURE_CARD, TOP_K_CONFIDENCES, TOP_K_LABELS,
+                                               TOP_K_OF_CALL, TOP_K_SIGNATURE,
                                                TRAINABLE_VARIABLES, UINT8_SIGNATURE, VARIABLES,
                                                WITH_LABELS, WITH_RAW_IMAGES, Endpoint, endpoints,
                                                signature_names)

@@ -66,5 +66,6 @@ def section_of(clause):
 
 
 # The two tasks and the output key of each: what C4 returns and K3's one key.
-TASKS = ("feature_vector", "classification")
-OUTPUT_KEYS = {"feature_vector": "feature_vector", "classification": "logits"}
+FEATURE_VECTOR, CLASSIFICATION = "feature_vector", "classification"
+TASKS = (FEATURE_VECTOR, CLASSIFICATION)
+OUTPUT_KEYS = {FEATURE_VECTOR: "feature_vector", CLASSIFICATION: "logits"}

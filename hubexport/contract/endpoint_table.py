@@ -42,6 +42,9 @@ VARIABLES, TRAINABLE_VARIABLES = "variables", "trainable_variables"
 REGULARIZATION_LOSSES, LABELS_ATTRIBUTE = "regularization_losses", "labels_file"
 SERVING_DEFAULT, TOP_K_SIGNATURE = "serving_default", "top_k"
 BYTES_SIGNATURE, UINT8_SIGNATURE = "serving_image_bytes", "serving_uint8"
+TOP_K_LABELS, TOP_K_CONFIDENCES = "labels", "confidences"  # The outputs of top_k.
+# __call__'s hyperparameter keyword (C5), where every batch norm layer shares a momentum.
+MOMENTUM_KEYWORD = "batch_norm_momentum"
 
 IMAGES = "images: float32 [batch, height, width, 3], RGB in [0, 1] (C1)"
 # The model card's line for a signature that has no line of its own (every

@@ -15,6 +15,7 @@ from hubexport import architectures, own_model
 from hubexport import labels as labels_lib
 from hubexport import weights as weights_lib
 from hubexport.errors import UserError
+from hubexport.contract import CLASSIFICATION, FEATURE_VECTOR
 
 POOLINGS = ("avg", "max")
 
@@ -76,8 +77,8 @@ def plan(architecture=None, task=None, image_size=None, weights=None, *,
             "--keras_model=PATH (your own .keras or .h5 model)"
         )
     architectures.check_task(task)
-    _only_for("classification", task, labels=labels, top_k=top_k, multi_label=multi_label)
-    _only_for("feature_vector", task, feature_layer=feature_layer, pooling=pooling)
+    _only_for(CLASSIFICATION, task, labels=labels, top_k=top_k, multi_label=multi_label)
+    _only_for(FEATURE_VECTOR, task, feature_layer=feature_layer, pooling=pooling)
     if top_k is not None and labels is None:
         raise UserError("--top_k needs --labels=FILE or --labels=imagenet (the top_k signature "
                         "returns label names)")
@@ -126,7 +127,7 @@ def plan(architecture=None, task=None, image_size=None, weights=None, *,
         raise UserError(problem)
     if imagenet_labels:  # Fetched last: everything cheap was refused before.
         options["labels"] = labels_lib.imagenet()
-    if task == "classification":
+    if task == CLASSIFICATION:
         _check_labels(options["labels"], top_k, architectures.IMAGENET_CLASSES, arch.name)
     return Plan(arch, image_size=image_size, weights=parsed, **options)
 

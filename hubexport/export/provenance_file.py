@@ -10,7 +10,7 @@ import os
 import platform
 
 from hubexport import contract
-from hubexport.contract import PROVENANCE_FILE
+from hubexport.contract import FEATURE_VECTOR, PROVENANCE_FILE
 from hubexport.export.planning import request_key
 
 
@@ -43,7 +43,7 @@ def provenance_record(plan, built, difference):
         ),
         preprocessing=plan.preprocessing,
         feature_layer=plan.feature_layer,
-        pooling=plan.pooling if plan.task == "feature_vector" else None,
+        pooling=plan.pooling if plan.task == FEATURE_VECTOR else None,
         output=_output_description(plan, built),
         labels=contract.Labels(count=len(plan.labels), file=contract.LABELS_FILE)
         if plan.labels else None,
@@ -84,7 +84,7 @@ def _versions(library):
 
 def _output_description(plan, built):
     key = contract.OUTPUT_KEYS[plan.task]
-    if plan.task == "feature_vector":
+    if plan.task == FEATURE_VECTOR:
         where = f"layer {plan.feature_layer}" if plan.feature_layer else "the last feature map"
         return contract.Output(
             key=key,

@@ -9,6 +9,7 @@ from hubexport import own_model
 from hubexport import weights as weights_lib
 from hubexport.errors import UserError, summarize
 from hubexport.export.planning import _check_labels
+from hubexport.contract import CLASSIFICATION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,7 @@ def build_model(plan, log=lambda message: None):
         built = _build_own_model(plan, log)
     else:
         built = _build_application(plan, log)
-    if plan.task == "classification":
+    if plan.task == CLASSIFICATION:
         _check_labels(plan.labels, plan.top_k, built.output_size, plan.name)
     return built
 
@@ -49,7 +50,7 @@ def _build_application(plan, log):
     keras.backend.clear_session()
     height, width = arch.input_hw(plan.task, plan.image_size)
     kwargs = dict(weights=plan.weights.keras_argument, input_shape=(height, width, 3))
-    if plan.task == "classification":
+    if plan.task == CLASSIFICATION:
         kwargs.update(include_top=True, classifier_activation=None)
     elif plan.feature_layer:
         kwargs.update(include_top=False)
@@ -72,7 +73,7 @@ def _build_application(plan, log):
             input_hw = (plan.image_size, plan.image_size)
         model = _feature_model(keras, *own_model.find_layer(model, plan.feature_layer),
                                plan.pooling)
-    activation = "softmax" if plan.task == "classification" else None
+    activation = "softmax" if plan.task == CLASSIFICATION else None
     return _built(plan, model, input_hw, activation, log)
 
 
@@ -129,13 +130,13 @@ def _build_own_model(plan, log):
         )
     size = tuple(d or plan.image_size or 224 for d in input_hw)
     as_saved = None
-    if plan.task == "classification" or not (plan.feature_layer or len(model.output_shape) == 4):
+    if plan.task == CLASSIFICATION or not (plan.feature_layer or len(model.output_shape) == 4):
         # The export computes the model's own output (up to the activation it
         # removes): traced before anything is changed, for the verification.
         as_saved = tf.function(lambda x: model(x, training=False), autograph=False
                                ).get_concrete_function(tf.TensorSpec([None, *input_hw, 3], tf.float32))
     activation = removed = None
-    if plan.task == "classification":
+    if plan.task == CLASSIFICATION:
         if len(model.output_shape) != 2:
             raise UserError(
                 f"--keras_model={plan.keras_model.path} outputs shape {model.output_shape}; "
@@ -162,7 +163,7 @@ def _build_own_model(plan, log):
             "--feature_layer=NAME to export another layer"
         )
     return _built(plan, model, input_hw, activation, log, size=size, as_saved=as_saved,
-                  removed_activation=removed if plan.task == "classification" else None)
+                  removed_activation=removed if plan.task == CLASSIFICATION else None)
 
 
 def _built(plan, model, input_hw, activation, log, size=None, as_saved=None,

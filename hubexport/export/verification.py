@@ -138,9 +138,9 @@ def _raw_image_comparisons(loaded, rows, pixels, images, call_output, built, key
     # __call__ already answered on these images (one forward pass less).
     as_photo = (np.asarray(call_output) if np.array_equal(resized, images)
                 else np.asarray(loaded(resized)))
-    inputs = {"images": tf.constant(pixels),  # uint8, as the photo is.
-              "image_bytes": tf.stack([tf.io.encode_png(p) for p in pixels])}
-    return {row.name: (loaded.signatures[row.name](**{row.input_name: inputs[row.input_name]})[key],
+    photos = {contract.UINT8_SIGNATURE: tf.constant(pixels),  # uint8, as the photo is.
+              contract.BYTES_SIGNATURE: tf.stack([tf.io.encode_png(p) for p in pixels])}
+    return {row.name: (loaded.signatures[row.name](**{row.input_name: photos[row.name]})[key],
                        as_photo)
             for row in resized_rows}
 
@@ -172,7 +172,8 @@ def _verify_top_k(top_k, images, logits, plan, built):
     from hubexport import serving
 
     result = top_k(images=images)
-    confidences, names = result["confidences"].numpy(), result["labels"].numpy()
+    confidences = result[contract.TOP_K_CONFIDENCES].numpy()
+    names = result[contract.TOP_K_LABELS].numpy()
     if confidences.shape != (len(logits), plan.top_k) or names.shape != confidences.shape:
         raise VerificationError(
             f"top_k returns labels {names.shape} and confidences {confidences.shape}; "

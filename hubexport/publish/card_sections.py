@@ -9,11 +9,12 @@ import os
 
 from hubexport import contract
 from hubexport.architectures import ARCHITECTURES
-from hubexport.contract import Input, Output, Source, Verification, Weights
+from hubexport.contract import (CLASSIFICATION, FEATURE_VECTOR, Input, Output, Source,
+                                Verification, Weights)
 
 TASK_TAGS = {
-    "feature_vector": "image-feature-vector",
-    "classification": "image-classification",
+    FEATURE_VECTOR: "image-feature-vector",
+    CLASSIFICATION: "image-classification",
 }
 IMAGENET_DATASET_TAG = "imagenet-ilsvrc-2012-cls"
 
@@ -51,7 +52,7 @@ def _description(p):
     """One sentence: tfhub.dev shows it in search results."""
     architecture = p.architecture or "A Keras model"
     size = (p.output or Output()).size
-    if p.task == "feature_vector":
+    if p.task == FEATURE_VECTOR:
         what = "image feature vectors" + (f" ({size} features)" if size else "")
     else:
         what = "image classification logits" + (f" for {size} classes" if size else "")
@@ -73,7 +74,7 @@ def _overview(p):
         origin = f"the Keras application `keras.applications.{architecture}`"
     else:
         origin = "a Keras model"
-    kind = ("an image feature vector model" if p.task == "feature_vector"
+    kind = ("an image feature vector model" if p.task == FEATURE_VECTOR
             else "an image classifier (it returns logits)")
     lines.append(
         f"This is {kind}, built from {origin} and saved as a "
@@ -153,7 +154,7 @@ def _outputs(p):
     size = output.size
     shape = f"`[batch, {size}]`" if size else "`[batch, N]`"
     lines = ["## Outputs", ""]
-    if p.task == "feature_vector":
+    if p.task == FEATURE_VECTOR:
         lines.append(f"A float32 tensor of shape {shape}: one feature vector per "
                      "image" + (f" (`num_features` = {size})" if size else "")
                      + "; its size does not depend on the image size.")

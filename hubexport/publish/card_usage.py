@@ -4,7 +4,7 @@ Each takes a contract.Provenance and returns its Markdown; the examples use
 the export's own size, task and batch norm momentum.
 """
 
-from hubexport.contract import Input
+from hubexport.contract import FEATURE_VECTOR, Input
 from hubexport.publish.card_sections import _multi_label, _number
 
 def _hw(p):
@@ -18,7 +18,7 @@ def _hw(p):
 
 def _usage(p):
     height, width = _hw(p)
-    feature_vector = p.task == "feature_vector"
+    feature_vector = p.task == FEATURE_VECTOR
     head = "\n    tf_keras.layers.Dense(NUM_CLASSES)," if feature_vector else ""
     keras3_out = "keras.layers.Dense(NUM_CLASSES)(backbone(inputs))" if feature_vector \
         else "backbone(inputs)"

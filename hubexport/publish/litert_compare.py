@@ -12,6 +12,7 @@ import os
 
 from hubexport import contract
 from hubexport.errors import UserError
+from hubexport.contract import CLASSIFICATION
 
 BATCH = 32  # Images per SavedModel call.
 
@@ -97,7 +98,7 @@ def compare(data, signature, images, source, task, interpreter):
     import numpy as np
     actual, expected = outputs(data, signature, images, interpreter)
     difference = contract.relative_difference(actual, expected)
-    if task != "classification":
+    if task != CLASSIFICATION:
         return Comparison(len(images), source, difference)
     top = expected.argmax(axis=1)
     best5 = np.argsort(-actual, axis=1)[:, :5]

@@ -13,6 +13,7 @@ import re
 
 from hubexport import contract
 from hubexport.errors import UserError, is_interrupt, summarize
+from hubexport.contract import CLASSIFICATION, FEATURE_VECTOR
 
 
 class NotBuiltin(UserError):
@@ -64,7 +65,7 @@ def task_of(signature):
     """"classification" when serving_default returns logits (top-1/top-5 apply), else
     "feature_vector"."""
     key, = signature.structured_outputs
-    return "classification" if key == contract.OUTPUT_KEYS["classification"] else "feature_vector"
+    return CLASSIFICATION if key == contract.OUTPUT_KEYS["classification"] else FEATURE_VECTOR
 
 
 def convert_signature(model, signature, hw, quantize="none", images=None):

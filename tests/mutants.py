@@ -342,6 +342,20 @@ def fails_at_other_sizes(path):
     _save(path, _root(model, _size_dependent_call(model, FEATURES)))
 
 
+def square_only(path):
+    """free_size: free height and width, but the call averages each image with its
+    transpose (height and width confused), which has its shape only when square."""
+    model = tiny_model()
+
+    @tf.function(autograph=False)
+    def call(images, training=False):
+        mixed = 0.5 * (images + tf.transpose(images, [0, 2, 1, 3]))
+        return _forward(model, mixed, training)
+
+    root, _ = _root(model, call)
+    _save(path, (_serve_from(root, call), _serving_from(call)))
+
+
 def size_dependent_features(path):
     """feature_size_constant: the feature vector's size follows the image size."""
     model = tiny_model()

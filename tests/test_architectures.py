@@ -76,7 +76,7 @@ def _measured_by_its_export(arch):
     """Rows whose free_size and num_features the catalog tier's export of the
     row's feature vector measures (tests/test_catalog.py): exported at min_size
     with free height and width, verified to give [batch, num_features], and
-    checked at a second size (free_size, feature_size_constant). A fixed row's
+    checked at a second, non-square size (free_size, feature_size_constant). A fixed row's
     export cannot show that Keras refuses free sizes, so it is built here."""
     return arch.name not in MEASURED_BY_DEFAULT and arch.free_size
 

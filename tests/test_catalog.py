@@ -97,7 +97,7 @@ def test_catalog_model_exports_and_conforms(name, plan, rows):
     assert not_run == set(skipped(plan))
     # The table's free_size and num_features, as the export measured them: the
     # verification compared [batch, num_features] at min_size, and a free size
-    # works at a second size, with as many features (tests/test_architectures.py
+    # works at a second, non-square size, with as many features (tests/test_architectures.py
     # measures the other rows by building them).
     if plan.architecture and plan.task == "feature_vector" and not plan.feature_layer:
         status = {c["check"]: c["status"] for c in row["report"]["checks"]}

@@ -193,7 +193,7 @@ def test_mutants_are_minimal(check_name, report_of, targets):
     ("batch_independent", "when the other 2 examples of its batch change"),
     ("output_tensor", "the output is float64; expected float32"),
     ("output_finite", "not finite (NaN or inf) for images of all zeros"),
-    ("feature_size_constant", "8 features at 224x224 but 6 at 168x168"),
+    ("feature_size_constant", "8 features at 224x224 but 6 at 168x176"),
     ("logits_not_probabilities", "(a softmax); expected logits"),
     ("top_k_labels", "assets/labels.txt has 4 labels but the model has 5 classes"),
     ("hyperparameters", "scale is not traced as a tensor with training=True"),
@@ -205,7 +205,7 @@ def test_mutants_are_minimal(check_name, report_of, targets):
     ("serve_endpoint", "obj.serve(images) differs from obj(images, training=False) by"),
     ("serve_training_mode", "updated none of the 2 batch-norm statistics it uses"),
     ("serving_signature", "returns the keys ['output_0']"),
-    ("free_size", "5 logits at 224x224 but 4 at 168x168"),
+    ("free_size", "5 logits at 224x224 but 4 at 168x176"),
     ("documented_output_size", "__call__ returns 8 features but "
                                "assets.extra/hubexport.json documents 16 (output.size)"),
     ("hyperparameter_effects", "batch_norm_momentum=0.5 moved the batch-norm moving means "
@@ -440,9 +440,17 @@ def test_any_directory_gets_a_verdict(name, builder, failing, report_of):
 def test_free_size_model_that_fails_at_another_size(report_of):
     report = report_of("fails_at_other_sizes", mutants.fails_at_other_sizes)
     assert levels(report, "error") == {"free_size"}
-    assert "height and width are free, but __call__ fails at 168x168" in messages(
+    assert "height and width are free, but __call__ fails at 168x176" in messages(
         report, "free_size")
     assert "(see free_size)" in messages(report, "feature_size_constant")
+
+
+def test_free_size_model_that_takes_only_squares(report_of):
+    """The second size is not square: height and width are each free."""
+    report = report_of("square_only", mutants.square_only)
+    assert levels(report, "error") == {"free_size"}
+    assert "height and width are free, but __call__ fails at 168x176" in messages(
+        report, "free_size")
 
 
 def test_tf1_hub_module_is_named(report_of):

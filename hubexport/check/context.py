@@ -31,6 +31,7 @@ from hubexport.reports import Finding
 
 DEFAULT_SIZE = 224  # Height and width for free-size models without provenance.
 DEFAULT_MIN_SIZE = 32  # Smallest size tried when the provenance gives none.
+SECOND_WIDTH_STEP = 8  # The second size's width past its height's rule (not square).
 
 
 class Skip(BaseException):
@@ -241,11 +242,14 @@ class Context:
         return spec.shape[1] is None and spec.shape[2] is None
 
     def second_hw(self):
-        """A second size (>= the minimum) for free_size and feature_size_constant."""
+        """A second size (>= the minimum) for free_size and feature_size_constant; never
+        square, so that free height and width are each tried (a model that confuses
+        them, or handles only squares, fails)."""
         minimum = (self.provenance.input or contract.Input()).min_size
         if not isinstance(minimum, int) or minimum <= 0:
             minimum = DEFAULT_MIN_SIZE
-        return tuple(_other_size(size, minimum) for size in self.call_hw())
+        height, width = (_other_size(size, minimum) for size in self.call_hw())
+        return height, width + SECOND_WIDTH_STEP
 
     def second_size_output(self):
         """obj(images) at second_hw(), once: the numpy output, or what it raised."""

@@ -242,9 +242,10 @@ class Context:
         return spec.shape[1] is None and spec.shape[2] is None
 
     def second_hw(self):
-        """A second size (>= the minimum) for free_size and feature_size_constant; never
-        square, so that free height and width are each tried (a model that confuses
-        them, or handles only squares, fails)."""
+        """A second size (>= the minimum) for free_size and feature_size_constant, its
+        width SECOND_WIDTH_STEP past its height's rule: after a square size, not
+        square, so that height and width are each tried (a model that confuses them,
+        or takes only squares, fails)."""
         minimum = (self.provenance.input or contract.Input()).min_size
         if not isinstance(minimum, int) or minimum <= 0:
             minimum = DEFAULT_MIN_SIZE

@@ -298,11 +298,10 @@ def serve_training_mode(ctx):
                    "mode is not observable")
         return
     images = ctx.gradient_images(hw=_endpoint_hw(ctx, SERVE_TRAINING))
-    with ctx.restoring_variables():
-        before = _snapshot(statistics)
+    with ctx.restoring_variables() as changed:  # serve_training's are the model's variables.
         with tf.GradientTape():
             serve_training(tf.constant(images))
-        moved = _moved(statistics, before)
+    moved = [v for v in statistics if id(v) in changed]
     if not moved:
         yield error(
             f"obj.serve_training(images) updated none of the {len(statistics)} "

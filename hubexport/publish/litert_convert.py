@@ -65,7 +65,7 @@ def task_of(signature):
     """"classification" when serving_default returns logits (top-1/top-5 apply), else
     "feature_vector"."""
     key, = signature.structured_outputs
-    return CLASSIFICATION if key == contract.OUTPUT_KEYS["classification"] else FEATURE_VECTOR
+    return CLASSIFICATION if key == contract.OUTPUT_KEYS[CLASSIFICATION] else FEATURE_VECTOR
 
 
 def convert_signature(model, signature, hw, quantize="none", images=None):
